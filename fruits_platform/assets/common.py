@@ -1,0 +1,140 @@
+"""What every asset module shares: the asset defaults, metadata builders, data versions, progress."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+from dagster import BackfillPolicy, DataVersion, MetadataValue, TableColumn, TableSchema
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fruits_platform.partitions import fruit_classes
+
+GROUP = "fruit_features"
+OWNERS = ["team:data-platform"]
+
+# Per-class assets: one run covers a whole backfill (one SparkSession, one Spark job per asset).
+PER_CLASS = dict(
+    partitions_def=fruit_classes,
+    backfill_policy=BackfillPolicy.single_run(),
+    group_name=GROUP,
+    owners=OWNERS,
+)
+
+LINEAGE_COLUMNS = {
+    "uri": "Location of the image file (local path or s3:// URI)",
+    "label": "Fruit class: the class folder's name (also the partition key)",
+    "split": "Fruits-360 split: Training or Test",
+}
+
+
+def column_schema(columns: dict[str, tuple[str, str]]) -> TableSchema:
+    """{name: (type, description)} -> the TableSchema shown in the UI's column view."""
+    return TableSchema(columns=[TableColumn(name, kind, description) for name, (kind, description) in columns.items()])
+
+
+class Stopwatch:
+    def __init__(self):
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def run_metadata(stopwatch: Stopwatch, rows: int, schema: TableSchema, images: int | None = None, **extra) -> dict:
+    """Runtime, counts, throughput and schema, the metadata every materialization carries."""
+    seconds = stopwatch.seconds
+    images = rows if images is None else images
+    return {
+        "runtime_seconds": MetadataValue.float(round(seconds, 3)),
+        "throughput_images_per_second": MetadataValue.float(round(images / seconds, 2) if seconds > 0 else 0.0),
+        "dagster/row_count": MetadataValue.int(rows),
+        "dagster/column_schema": MetadataValue.table_schema(schema),
+        **extra,
+    }
+
+
+def content_version(frame: DataFrame, columns: list[str], salt: str = "") -> DataVersion:
+    """A data version from the content itself, computed by Spark (one small row to the driver)."""
+    row_hashes = frame.select(F.sha2(F.concat_ws("\x1f", *[F.col(c).cast("string") for c in columns]), 256).alias("h"))
+    combined = row_hashes.agg(F.sha2(F.concat_ws(",", F.sort_array(F.collect_list("h"))), 256).alias("v")).first()
+    digest = hashlib.sha256(f"{salt}|{combined['v'] or ''}".encode()).hexdigest()
+    return DataVersion(digest[:24])
+
+
+def png_markdown(figure, title: str) -> MetadataValue:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+
+
+def scree_plot(explained_variance: list[float], spectrum: list[float], title: str = "PCA scree plot") -> MetadataValue:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(explained_variance)
+    shown = spectrum[: max(k * 2, min(len(spectrum), 50))]
+    figure, axis = plt.subplots(figsize=(7, 3.6))
+    axis.bar(range(1, len(shown) + 1), shown, color=["#2f7ed8" if i < k else "#c8d6e5" for i in range(len(shown))])
+    axis.set_xlabel("principal component")
+    axis.set_ylabel("explained variance ratio")
+    twin = axis.twinx()
+    twin.plot(range(1, len(shown) + 1), np.cumsum(shown), color="#e4572e", marker=".")
+    twin.set_ylabel("cumulative")
+    twin.set_ylim(0, 1.02)
+    axis.set_title(f"{title}: k = {k}, cumulative = {sum(explained_variance):.3f}")
+    try:
+        return png_markdown(figure, title)
+    finally:
+        plt.close(figure)
+
+
+def pca_metadata(explained_variance: list[float], spectrum: list[float]) -> dict:
+    cumulative = [float(v) for v in np.cumsum(explained_variance)]
+    return {
+        "pca_k": MetadataValue.int(len(explained_variance)),
+        "explained_variance_total": MetadataValue.float(round(cumulative[-1], 6) if cumulative else 0.0),
+        "explained_variance": MetadataValue.json([round(v, 6) for v in explained_variance]),
+        "cumulative_explained_variance": MetadataValue.json([round(v, 6) for v in cumulative]),
+        "scree_plot": scree_plot(explained_variance, spectrum),
+    }
+
+
+@contextmanager
+def progress_logger(log, total: int, counter, label: str = "images", every_seconds: float = 10.0):
+    """Log `done / total` and the rate every few seconds while the block runs (counter: a Spark accumulator)."""
+    stop = threading.Event()
+    started = time.perf_counter()
+
+    def report():
+        while not stop.wait(every_seconds):
+            done, elapsed = counter.value, time.perf_counter() - started
+            log.info(f"{label}: {done}/{total} done, {done / elapsed:.1f} {label}/s")
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        elapsed = time.perf_counter() - started
+        log.info(f"{label}: {counter.value}/{total} done in {elapsed:.1f}s")
+
+
+def transform_classes(context, session, storage, source: str, target: str, transform) -> DataFrame:
+    """Read `source` for the run's classes, apply `transform`, write `target`; return what was written."""
+    labels = list(context.partition_keys)
+    dataset = storage.dataset(session, target)
+    dataset.write(transform(storage.dataset(session, source).read(labels)), labels)
+    return dataset.read(labels)

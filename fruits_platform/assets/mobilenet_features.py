@@ -1,0 +1,131 @@
+"""`mobilenet_features`: one 1280-d MobileNetV2 embedding per `ok` image of a fruit class."""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import functions as F
+
+from fruits_platform.assets.common import (
+    LINEAGE_COLUMNS,
+    PER_CLASS,
+    Stopwatch,
+    column_schema,
+    content_version,
+    progress_logger,
+    run_metadata,
+)
+from fruits_platform.ml.mobilenet import FEATURE_DIM
+from fruits_platform.resources.model import MobileNetWeights
+from fruits_platform.resources.storage import FruitsStorage
+from fruits_platform.spark.featurize import embed_images
+
+SCHEMA = column_schema({
+    "uri": ("string", LINEAGE_COLUMNS["uri"]),
+    "label": ("string", LINEAGE_COLUMNS["label"]),
+    "split": ("string", LINEAGE_COLUMNS["split"]),
+    "sha256": ("string", "SHA-256 of the image bytes the vector was computed from"),
+    "features": ("list<float32>[1280]", "MobileNetV2 global-average-pooled embedding (ImageNet preprocessing)"),
+    "model_signature": ("string", "Weights fingerprint, input size and preprocessing that produced the vector"),
+})
+CHECK_FINITE = "features_are_finite_1280d"
+CHECK_ONE_ROW = "one_row_per_ok_image"
+
+
+@asset(
+    **PER_CLASS,
+    deps=["raw_images"],
+    kinds={"spark", "tensorflow", "parquet"},
+    tags={"layer": "features"},
+    code_version="1",
+    metadata={"dagster/column_schema": SCHEMA},
+    check_specs=[
+        AssetCheckSpec(CHECK_FINITE, asset="mobilenet_features", description="Every vector has 1280 finite values"),
+        AssetCheckSpec(CHECK_ONE_ROW, asset="mobilenet_features", description="Exactly one row per ok image"),
+    ],
+    description=(
+        "MobileNetV2 embeddings (1280 values, include_top=False, average pooling, 224x224 by default) of "
+        "every `ok` image in `raw_images`, computed by Spark with the model built once per worker from "
+        "broadcast weights. Images whose content (SHA-256) was already embedded with the same weights and "
+        "settings are reused, not run through the model again (`images_embedded` counts the model's work)."
+    ),
+)
+def mobilenet_features(
+    context: AssetExecutionContext, spark: LazyPySparkResource, storage: FruitsStorage, weights: MobileNetWeights
+) -> MaterializeResult:
+    stopwatch = Stopwatch()
+    labels = list(context.partition_keys)
+    session = spark.spark_session
+    model_weights = weights.load()
+    signature = model_weights.signature
+
+    images = (
+        storage.dataset(session, "raw_images").read(labels)
+        .where(F.col("status") == "ok").select("uri", "label", "split", "sha256")
+    )
+    dataset = storage.dataset(session, "mobilenet_features")
+    previous = dataset.read_existing(labels)
+    if previous is not None and "model_signature" in previous.columns:
+        known = (
+            previous.where(F.col("model_signature") == signature)
+            .select("sha256", "features").dropDuplicates(["sha256"])
+        )
+        to_embed = images.join(known, "sha256", "left_anti")
+        reused = images.join(known, "sha256", "inner")
+    else:
+        to_embed, reused = images, None
+    total, embed_count = images.count(), to_embed.count()
+    context.log.info(
+        f"{total} ok image(s) in {len(labels)} class(es): {embed_count} to embed, {total - embed_count} reused; "
+        f"weights {model_weights.source} ({model_weights.fingerprint}), {model_weights.image_size}px"
+    )
+
+    broadcast = session.sparkContext.broadcast(model_weights)
+    progress = session.sparkContext.accumulator(0)
+    embedded = embed_images(session, to_embed, embed_count, broadcast, progress)
+    features = embedded if reused is None else embedded.unionByName(reused)
+    with progress_logger(context.log, embed_count, progress):
+        dataset.write(
+            features.select("uri", "label", "split", "sha256", "features", F.lit(signature).alias("model_signature")),
+            labels,
+        )
+    broadcast.unpersist()
+
+    written = dataset.read(labels)
+    stats = written.agg(
+        F.count("*").alias("rows"),
+        F.countDistinct("uri").alias("distinct_uris"),
+        F.coalesce(F.min(F.size("features")), F.lit(FEATURE_DIM)).alias("min_dim"),
+        F.coalesce(F.max(F.size("features")), F.lit(FEATURE_DIM)).alias("max_dim"),
+        F.sum(F.exists("features", lambda x: F.isnan(x) | (F.abs(x) == float("inf"))).cast("int")).alias("bad"),
+    ).first()
+    non_finite = stats["bad"] or 0
+    return MaterializeResult(
+        metadata=run_metadata(
+            stopwatch, stats["rows"], SCHEMA,
+            images_ok=MetadataValue.int(total),
+            images_embedded=MetadataValue.int(embed_count),
+            images_reused=MetadataValue.int(total - embed_count),
+            weights_source=MetadataValue.text(model_weights.source),
+            weights_fingerprint=MetadataValue.text(model_weights.fingerprint),
+            image_size=MetadataValue.int(model_weights.image_size),
+        ),
+        check_results=[
+            AssetCheckResult(
+                check_name=CHECK_FINITE,
+                passed=bool(stats["min_dim"] == stats["max_dim"] == FEATURE_DIM and non_finite == 0),
+                metadata={"min_dim": stats["min_dim"], "max_dim": stats["max_dim"], "rows_with_nan_or_inf": non_finite},
+            ),
+            AssetCheckResult(
+                check_name=CHECK_ONE_ROW,
+                passed=bool(stats["rows"] == stats["distinct_uris"] == total),
+                metadata={"rows": stats["rows"], "distinct_uris": stats["distinct_uris"], "ok_images": total},
+            ),
+        ],
+        data_version=content_version(written, ["uri", "sha256"], salt=signature),
+    )

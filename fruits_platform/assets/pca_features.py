@@ -1,0 +1,68 @@
+"""`pca_features`: the standardised embeddings projected on the k principal components."""
+
+from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, asset
+from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import functions as F
+
+from fruits_platform.assets.common import (
+    LINEAGE_COLUMNS,
+    PER_CLASS,
+    Stopwatch,
+    column_schema,
+    content_version,
+    pca_metadata,
+    run_metadata,
+    transform_classes,
+)
+from fruits_platform.assets.feature_model import load_feature_model
+from fruits_platform.ml.reduction import model_fingerprint, project
+from fruits_platform.resources.storage import FruitsStorage
+
+SCHEMA = column_schema({
+    "uri": ("string", LINEAGE_COLUMNS["uri"]),
+    "label": ("string", LINEAGE_COLUMNS["label"]),
+    "split": ("string", LINEAGE_COLUMNS["split"]),
+    "sha256": ("string", "SHA-256 of the image bytes"),
+    "pca_features": ("list<float32>[k]", "Coordinates on the first k principal components"),
+})
+CHECK_DIMENSION = "pca_dimension_is_k"
+
+
+@asset(
+    **PER_CLASS,
+    deps=["scaled_features", "feature_model"],
+    kinds={"spark", "parquet"},
+    tags={"layer": "features"},
+    code_version="1",
+    metadata={"dagster/column_schema": SCHEMA},
+    check_specs=[AssetCheckSpec(CHECK_DIMENSION, asset="pca_features", description="Every vector has k values")],
+    description=(
+        "The compact features the app uses: `scaled_features` projected on the k principal components of "
+        "`feature_model`. Metadata shows k, the explained variance per component and cumulated, and a scree plot."
+    ),
+)
+def pca_features(context: AssetExecutionContext, spark: LazyPySparkResource, storage: FruitsStorage) -> MaterializeResult:
+    stopwatch = Stopwatch()
+    model = load_feature_model(storage)
+    pca = model.stages[1]
+    explained = [float(v) for v in pca.explainedVariance.toArray()]
+    written = transform_classes(
+        context, spark.spark_session, storage, "scaled_features", "pca_features",
+        lambda frame: project(model, frame.select("uri", "label", "split", "sha256", "scaled_features")),
+    )
+    stats = written.agg(
+        F.count("*").alias("rows"),
+        F.coalesce(F.min(F.size("pca_features")), F.lit(pca.getK())).alias("min_dim"),
+        F.coalesce(F.max(F.size("pca_features")), F.lit(pca.getK())).alias("max_dim"),
+    ).first()
+    return MaterializeResult(
+        metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, **pca_metadata(explained, explained)),
+        check_results=[
+            AssetCheckResult(
+                check_name=CHECK_DIMENSION,
+                passed=bool(stats["min_dim"] == stats["max_dim"] == pca.getK()),
+                metadata={"k": pca.getK(), "min_dim": stats["min_dim"], "max_dim": stats["max_dim"]},
+            )
+        ],
+        data_version=content_version(written, ["uri", "sha256"], salt=model_fingerprint(model)),
+    )

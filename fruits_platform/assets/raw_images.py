@@ -1,0 +1,65 @@
+"""`raw_images`: the catalogue of every file of a fruit class, valid or not."""
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import functions as F
+
+from fruits_platform.assets.common import LINEAGE_COLUMNS, PER_CLASS, Stopwatch, column_schema, content_version, run_metadata
+from fruits_platform.resources.storage import FruitsStorage
+from fruits_platform.spark.featurize import catalogue_images
+
+SCHEMA = column_schema({
+    "uri": ("string", LINEAGE_COLUMNS["uri"]),
+    "label": ("string", LINEAGE_COLUMNS["label"]),
+    "split": ("string", LINEAGE_COLUMNS["split"]),
+    "size_bytes": ("long", "File size in bytes"),
+    "sha256": ("string", "SHA-256 of the file's bytes (identifies the content)"),
+    "format": ("string", "Image format found in the content (JPEG, PNG, WEBP), if any"),
+    "width": ("int", "Width in pixels, as declared by the image"),
+    "height": ("int", "Height in pixels, as declared by the image"),
+    "mode": ("string", "Pillow colour mode (RGB, L, P, RGBA, CMYK, ...); converted to RGB when ok"),
+    "status": ("string", "ok: goes to the model; rejected: kept out of it, see reason"),
+    "reason": ("string", "Why the file was rejected (kind: detail), null when ok"),
+})
+
+
+@asset(
+    **PER_CLASS,
+    kinds={"spark", "parquet"},
+    tags={"layer": "catalogue"},
+    code_version="1",
+    metadata={"dagster/column_schema": SCHEMA},
+    description=(
+        "Catalogue of every file in a fruit class folder, over both splits (Training, Test): where it is, "
+        "its size, dimensions, colour mode and SHA-256, and whether it is fit for the model (`ok`) or "
+        "`rejected` with the precise reason (empty, truncated, not an image, wrong format, too large...)."
+    ),
+)
+def raw_images(context: AssetExecutionContext, spark: LazyPySparkResource, storage: FruitsStorage) -> MaterializeResult:
+    stopwatch = Stopwatch()
+    labels = list(context.partition_keys)
+    session = spark.spark_session
+    files = storage.class_files(labels)
+    dataset = storage.dataset(session, "raw_images")
+    dataset.write(catalogue_images(session, files), labels)
+
+    written = dataset.read(labels)
+    counts = {row["status"]: row["count"] for row in written.groupBy("status").count().collect()}
+    rejected = (
+        written.where(F.col("status") == "rejected").select("uri", "reason").orderBy("uri").limit(50).collect()
+    )
+    ok = counts.get("ok", 0)
+    context.log.info(f"{len(labels)} class(es): {ok} ok, {counts.get('rejected', 0)} rejected")
+    return MaterializeResult(
+        metadata=run_metadata(
+            stopwatch, sum(counts.values()), SCHEMA,
+            classes=MetadataValue.json(labels) if len(labels) > 1 else MetadataValue.text(labels[0]),
+            images_ok=MetadataValue.int(ok),
+            images_rejected=MetadataValue.int(counts.get("rejected", 0)),
+            rejected_files=MetadataValue.md(
+                "| file | reason |\n|---|---|\n"
+                + "\n".join(f"| `{r['uri'].rsplit('/', 1)[-1]}` | {r['reason']} |" for r in rejected)
+            ) if rejected else MetadataValue.text("none"),
+        ),
+        data_version=content_version(written, ["uri", "sha256", "status"]),
+    )

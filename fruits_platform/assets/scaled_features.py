@@ -1,0 +1,51 @@
+"""`scaled_features`: the embeddings standardised with the fitted scaler of `feature_model`."""
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster_pyspark import LazyPySparkResource
+
+from fruits_platform.assets.common import (
+    LINEAGE_COLUMNS,
+    PER_CLASS,
+    Stopwatch,
+    column_schema,
+    content_version,
+    run_metadata,
+    transform_classes,
+)
+from fruits_platform.assets.feature_model import load_feature_model
+from fruits_platform.ml.reduction import model_fingerprint, scale
+from fruits_platform.resources.storage import FruitsStorage
+
+SCHEMA = column_schema({
+    "uri": ("string", LINEAGE_COLUMNS["uri"]),
+    "label": ("string", LINEAGE_COLUMNS["label"]),
+    "split": ("string", LINEAGE_COLUMNS["split"]),
+    "sha256": ("string", "SHA-256 of the image bytes"),
+    "scaled_features": ("list<float32>[1280]", "Embedding minus the Training mean, divided by the Training std"),
+})
+
+
+@asset(
+    **PER_CLASS,
+    deps=["mobilenet_features", "feature_model"],
+    kinds={"spark", "parquet"},
+    tags={"layer": "features"},
+    code_version="1",
+    metadata={"dagster/column_schema": SCHEMA},
+    description=(
+        "MobileNetV2 embeddings of every image of the class (both splits) standardised with the "
+        "StandardScaler of `feature_model` (fitted on the Training split of all classes)."
+    ),
+)
+def scaled_features(context: AssetExecutionContext, spark: LazyPySparkResource, storage: FruitsStorage) -> MaterializeResult:
+    stopwatch = Stopwatch()
+    model = load_feature_model(storage)
+    written = transform_classes(
+        context, spark.spark_session, storage, "mobilenet_features", "scaled_features",
+        lambda frame: scale(model, frame.select("uri", "label", "split", "sha256", "features")),
+    )
+    rows = written.count()
+    return MaterializeResult(
+        metadata=run_metadata(stopwatch, rows, SCHEMA, dimension=MetadataValue.int(len(model.stages[0].mean))),
+        data_version=content_version(written, ["uri", "sha256"], salt=model_fingerprint(model)),
+    )

@@ -1,0 +1,129 @@
+"""Per-class Parquet datasets with atomic replacement, through Hadoop's FileSystem API so that the
+same code serves local folders (file://) and S3 on EMR (s3://).
+
+Layout: `<output-root>/<asset>/<class-dir>/part-*.parquet`, one folder per class (partition),
+named by `class_dir_name` (safe and unique). A write goes to `<asset>/_staging/<uuid>/` first and
+each class folder is then swapped in by rename; the previous version is kept in `_trash/` until the
+new one is in place, and restored from there if a run died between the two renames. Readers such as
+`pyarrow.dataset.dataset(<output-root>/<asset>)` and Spark skip `_`-prefixed folders.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fruits_platform.sources import class_dir_name, is_s3
+
+DIR_COLUMN = "class_dir"
+
+
+class MissingPartitionError(RuntimeError):
+    pass
+
+
+def qualify(path: str) -> str:
+    """A fully qualified URI (so a cluster's default HDFS is never used by accident)."""
+    if is_s3(path) or "://" in path:
+        return path.rstrip("/")
+    return "file://" + os.path.abspath(path)
+
+
+class HadoopFs:
+    """The few FileSystem calls we need, on the JVM of the active SparkSession."""
+
+    def __init__(self, spark: SparkSession, root: str):
+        jvm = spark.sparkContext._jvm
+        self._path = jvm.org.apache.hadoop.fs.Path
+        self._fs = self._path(root).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+    def exists(self, path: str) -> bool:
+        return bool(self._fs.exists(self._path(path)))
+
+    def rename(self, source: str, target: str) -> None:
+        self._fs.mkdirs(self._path(target).getParent())
+        if not self._fs.rename(self._path(source), self._path(target)):
+            raise OSError(f"could not rename {source} to {target}")
+
+    def delete(self, path: str) -> None:
+        self._fs.delete(self._path(path), True)
+
+    def children(self, path: str) -> list[str]:
+        if not self.exists(path):
+            return []
+        return [status.getPath().getName() for status in self._fs.listStatus(self._path(path))]
+
+
+def replace_directory(fs: HadoopFs, staged: str, final: str) -> None:
+    """Swap `staged` in as `final`; the old `final` survives until the new one is in place."""
+    parent, name = final.rsplit("/", 1)
+    trash = f"{parent}/_trash/{name}.{uuid.uuid4().hex}"
+    if fs.exists(final):
+        fs.rename(final, trash)
+    fs.rename(staged, final)
+    fs.delete(trash)
+
+
+def recover_interrupted(fs: HadoopFs, root: str) -> None:
+    """Put back any version a run moved to _trash/ and died before replacing."""
+    for entry in fs.children(f"{root}/_trash"):
+        name = entry.split(".", 1)[0]
+        if not fs.exists(f"{root}/{name}"):
+            fs.rename(f"{root}/_trash/{entry}", f"{root}/{name}")
+        else:
+            fs.delete(f"{root}/_trash/{entry}")
+
+
+class PartitionedDataset:
+    """One asset's Parquet dataset, one folder per fruit class."""
+
+    def __init__(self, spark: SparkSession, root: str):
+        self.spark = spark
+        self.root = qualify(root)
+        self.fs = HadoopFs(spark, self.root)
+
+    def path(self, label: str) -> str:
+        return f"{self.root}/{class_dir_name(label)}"
+
+    def exists(self, label: str) -> bool:
+        return self.fs.exists(self.path(label))
+
+    def read(self, labels: list[str]) -> DataFrame:
+        recover_interrupted(self.fs, self.root)
+        missing = [label for label in labels if not self.exists(label)]
+        if missing:
+            raise MissingPartitionError(
+                f"{self.root} has no data for {len(missing)} class(es): {', '.join(map(repr, missing[:5]))}; "
+                "materialize them upstream first"
+            )
+        return self.spark.read.parquet(*[self.path(label) for label in labels])
+
+    def read_existing(self, labels: list[str]) -> DataFrame | None:
+        present = [label for label in labels if self.exists(label)]
+        return self.read(present) if present else None
+
+    def write(self, frame: DataFrame, labels: list[str]) -> None:
+        """Write `frame` (which has a `label` column) as the new version of each class in `labels`.
+
+        Rows are sorted by uri in one file per class, so identical inputs give identical files.
+        """
+        recover_interrupted(self.fs, self.root)
+        staging = f"{self.root}/_staging/{uuid.uuid4().hex}"
+        folder_of = F.create_map(*[F.lit(v) for label in labels for v in (label, class_dir_name(label))])
+        (
+            frame.where(F.col("label").isin(labels))
+            .withColumn(DIR_COLUMN, folder_of[F.col("label")])
+            .repartition(DIR_COLUMN)
+            .sortWithinPartitions("uri")
+            .write.partitionBy(DIR_COLUMN)
+            .parquet(staging)
+        )
+        for label in labels:
+            staged = f"{staging}/{DIR_COLUMN}={class_dir_name(label)}"
+            if not self.fs.exists(staged):  # a class with no rows still gets a (schema-only) file
+                self.spark.createDataFrame([], frame.schema).coalesce(1).write.parquet(staged)
+            replace_directory(self.fs, staged, self.path(label))
+        self.fs.delete(staging)

@@ -1,0 +1,63 @@
+"""Shared fixtures: one SparkSession for the whole test session, temp Dagster instances, data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_ROOT = REPO / "fruits_platform" / "sample_data" / "fruits360"
+SAMPLE_CLASSES = sorted(p.name for p in (SAMPLE_ROOT / "Training").iterdir())
+# Real ImageNet weights live beside the checkout (never committed); FRUITS_TEST_WEIGHTS overrides.
+REAL_WEIGHTS = Path(
+    os.getenv("FRUITS_TEST_WEIGHTS", REPO.parent / "shared" / "models" / "mobilenet_v2_1.0_224_imagenet_qat_no_top.weights.h5")
+)
+FULL_SAMPLE = REPO.parent / "shared" / "data" / "fruits360-sample"
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    from fruits_platform.resources import LOCAL_SPARK_CONFIG
+
+    builder = SparkSession.builder.appName("fruits-platform-tests")
+    for key, value in {**LOCAL_SPARK_CONFIG, "spark.driver.memory": "3g"}.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def instance(tmp_path):
+    from dagster import instance_for_test
+
+    with instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as dagster_instance:
+        yield dagster_instance
+
+
+@pytest.fixture(scope="session")
+def real_weights_path() -> str:
+    if not REAL_WEIGHTS.is_file():
+        pytest.skip(f"real MobileNetV2 weights not found at {REAL_WEIGHTS} (set FRUITS_TEST_WEIGHTS)")
+    return str(REAL_WEIGHTS)
+
+
+def copy_classes(target: Path, classes: list[str], source: Path = SAMPLE_ROOT, per_split: int | None = None) -> Path:
+    """A Fruits-360 layout with some classes of `source` (optionally the first N files per split)."""
+    for split in ("Training", "Test"):
+        for name in classes:
+            folder = target / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            files = sorted((source / split / name).iterdir())
+            for file in files[:per_split] if per_split else files:
+                shutil.copy(file, folder / file.name)
+    return target

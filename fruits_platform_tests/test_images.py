@@ -1,0 +1,91 @@
+"""Decode path unit tests: no Spark, no Dagster."""
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from fruits_platform.ml.images import decode_rgb, inspect_image
+from fruits_platform_tests.corpus import bad_and_odd_files, bomb_jpeg, encode, valid_jpeg
+
+CASES = bad_and_odd_files()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_case_gets_its_exact_status_and_reason(name):
+    data, status, reason = CASES[name]
+    record = inspect_image(f"/data/Training/Kiwi/{name}", data)
+    assert record.status == status
+    assert record.size_bytes == len(data)
+    if reason is None:
+        assert record.reason is None
+        assert decode_rgb(data, 224).shape == (224, 224, 3)
+    else:
+        assert record.reason.startswith(reason), record.reason
+
+
+def test_ok_record_describes_the_image():
+    record = inspect_image("x/a.JPG", valid_jpeg((120, 80)))
+    assert (record.status, record.format, record.width, record.height, record.mode) == ("ok", "JPEG", 120, 80, "RGB")
+    assert len(record.sha256) == 64
+
+
+def test_bomb_is_rejected_from_the_header_without_decoding():
+    record = inspect_image("bomb.jpg", CASES["bomb.jpg"][0])
+    assert record.reason.startswith("too_large") and "pixels" in record.reason
+    small_bomb = inspect_image("bomb.jpg", bomb_jpeg(6000, 6000))  # under Pillow's guard, over ours
+    assert (small_bomb.width, small_bomb.height) == (6000, 6000)
+    assert small_bomb.reason.startswith("too_large: declared 6000x6000")
+
+
+def test_alpha_is_composited_on_white():
+    transparent = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert (decode_rgb(encode(transparent, "PNG"), 4) == 255).all()
+
+
+def test_resize_is_bilinear_to_the_model_size():
+    data = valid_jpeg((100, 100))
+    with Image.open(io.BytesIO(data)) as image:
+        expected = np.asarray(image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(decode_rgb(data, 224), expected)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=4096), st.sampled_from(["a.jpg", "b.png", "c.webp", "d.txt"]))
+def test_random_bytes_never_raise(data, name):
+    record = inspect_image(name, data)
+    assert record.status in {"ok", "rejected"}
+    assert (record.reason is None) == (record.status == "ok")
+    if record.status == "ok":  # whatever is accepted must decode
+        assert decode_rgb(data, 32).shape == (32, 32, 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    width=st.integers(1, 64), height=st.integers(1, 64),
+    mode=st.sampled_from(["RGB", "L", "RGBA", "P", "CMYK"]),
+    fmt=st.sampled_from(["JPEG", "PNG", "WEBP"]),
+    seed=st.integers(0, 2**16),
+)
+def test_random_valid_images_decode_like_pillow(width, height, mode, fmt, seed):
+    if fmt == "JPEG" and mode in {"RGBA", "P"}:
+        mode = "RGB"
+    if fmt in {"WEBP", "PNG"} and mode == "CMYK":
+        mode = "RGB"
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, len(mode) if mode != "P" else 1), np.uint8)
+    image = Image.fromarray(pixels.squeeze(-1) if mode in {"L", "P"} else pixels, mode)
+    data = encode(image, fmt)
+    extension = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}[fmt]
+    record = inspect_image(f"img.{extension}", data)
+    assert record.status == "ok", record.reason
+    with Image.open(io.BytesIO(data)) as reference:
+        if reference.mode in {"RGBA", "P"} and (reference.mode == "RGBA" or "transparency" in reference.info):
+            rgba = reference.convert("RGBA")
+            expected_image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+        else:
+            expected_image = reference.convert("RGB")
+        expected = np.asarray(expected_image.resize((48, 48), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(decode_rgb(data, 48), expected)
