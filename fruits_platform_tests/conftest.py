@@ -40,6 +40,7 @@ def spark():
 def instance(tmp_path):
     from dagster import instance_for_test
 
+    (tmp_path / "dagster_home").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as dagster_instance:
         yield dagster_instance
 

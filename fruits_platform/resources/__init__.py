@@ -26,6 +26,8 @@ LOCAL_SPARK_CONFIG = {
     "spark.sql.shuffle.partitions": "16",
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.enabled": "false",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
     "spark.python.worker.reuse": "true",
 }
 

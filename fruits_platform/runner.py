@@ -1,0 +1,96 @@
+"""Materialize the whole asset graph for some classes through Dagster, in this process
+(one SparkSession for everything). Used by the `fruits-platform` command and the tests."""
+
+from __future__ import annotations
+
+from dagster import DagsterInstance, materialize
+
+from fruits_platform.partitions import fruit_classes, split_usable
+from fruits_platform.sources import list_classes
+
+PER_CLASS_FIRST = ["raw_images", "mobilenet_features"]
+GLOBAL = ["feature_model"]
+PER_CLASS_AFTER = ["scaled_features", "pca_features"]
+ASSET_ORDER = PER_CLASS_FIRST + GLOBAL + PER_CLASS_AFTER
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+class MaterializationError(RuntimeError):
+    pass
+
+
+def contiguous_ranges(ordered: list[str], selected: set[str]) -> list[list[str]]:
+    """Group `selected` keys into runs of consecutive keys of `ordered` (a run covers a key range)."""
+    ranges, current = [], []
+    for key in ordered:
+        if key in selected:
+            current.append(key)
+        elif current:
+            ranges.append(current)
+            current = []
+    return ranges + ([current] if current else [])
+
+
+def register_classes(
+    instance: DagsterInstance, data_root: str, wanted: list[str] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """Register the class folders of `data_root` (or the `wanted` ones) as partitions.
+
+    Returns the selected classes and the folder names refused as keys, with the reason."""
+    found, refused = split_usable(list_classes(data_root))
+    selected = found if wanted is None else wanted
+    unknown = [name for name in selected if name not in found]
+    if unknown:
+        raise MaterializationError(f"class(es) not found in {data_root}: {', '.join(map(repr, unknown))}")
+    if not selected:
+        raise MaterializationError(f"no usable class folder under {data_root}/Training or {data_root}/Test")
+    known = set(instance.get_dynamic_partitions(fruit_classes.name))
+    instance.add_dynamic_partitions(fruit_classes.name, [name for name in sorted(selected) if name not in known])
+    return selected, refused
+
+
+def first_error_line(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data:
+            error = event.step_failure_data.error
+            while error.cause is not None and "Error occurred while executing" in error.message:
+                error = error.cause
+            return f"{event.step_key}: {error.message.strip().splitlines()[0]}"
+    return "the run failed"
+
+
+def materialize_classes(
+    instance: DagsterInstance, resources: dict, classes: list[str], assets=None, log_level: str = "INFO"
+) -> list:
+    """Materialize every asset for `classes` (registered already): one run when they form one key
+    range, else per-range runs around a single `feature_model` run. Returns the run results."""
+    from fruits_platform.definitions import defs
+
+    assets = assets or [defs.get_assets_def(key) for key in ASSET_ORDER]
+    ranges = contiguous_ranges(instance.get_dynamic_partitions(fruit_classes.name), set(classes))
+
+    def run(selection: list[str], keys: list[str] | None):
+        tags = {RANGE_START: keys[0], RANGE_END: keys[-1]} if keys else {}
+        result = materialize(
+            assets, selection=selection, instance=instance, resources=resources, tags=tags, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
+        if not result.success:
+            raise MaterializationError(f"run {result.run_id} failed at {first_error_line(result)}")
+        return result
+
+    if len(ranges) == 1:
+        return [run(ASSET_ORDER, ranges[0])]  # the usual case: one run, one SparkSession
+    results = [run(PER_CLASS_FIRST, keys) for keys in ranges]
+    results.append(run(GLOBAL, None))
+    return results + [run(PER_CLASS_AFTER, keys) for keys in ranges]
+
+
+def latest_metadata(results, asset_name: str) -> dict:
+    """Plain values of the last materialization of `asset_name` among `results`."""
+    found = {}
+    for result in results:
+        for event in result.get_asset_materialization_events():
+            if event.materialization.asset_key.to_user_string() == asset_name:
+                found = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+    return found

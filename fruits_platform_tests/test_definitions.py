@@ -1,0 +1,44 @@
+"""The code location loads, and the sensor registers the class folders as partitions."""
+
+from dagster import AssetKey, SkipReason, build_sensor_context
+
+from fruits_platform.definitions import defs
+from fruits_platform.partitions import fruit_classes, unusable_key_reason
+from fruits_platform.resources.storage import FruitsStorage
+from fruits_platform.sensors import fruit_classes_sensor
+from fruits_platform_tests.conftest import SAMPLE_CLASSES, SAMPLE_ROOT
+
+
+def test_definitions_load_with_lineage():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {"raw_images", "mobilenet_features", "feature_model", "scaled_features", "pca_features"} <= keys
+    parents = lambda name: {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}  # noqa: E731
+    assert parents("mobilenet_features") == {"raw_images"}
+    assert parents("feature_model") == {"mobilenet_features"}
+    assert parents("scaled_features") == {"mobilenet_features", "feature_model"}
+    assert parents("pca_features") == {"scaled_features", "feature_model"}
+    for name in ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]:
+        assert graph.get(AssetKey(name)).partitions_def == fruit_classes
+        assert graph.get(AssetKey(name)).description
+
+
+def test_sensor_registers_new_classes_once(instance, tmp_path):
+    storage = FruitsStorage(data_root=str(SAMPLE_ROOT), output_root=str(tmp_path))
+    context = build_sensor_context(instance=instance, resources={"storage": storage})
+    result = fruit_classes_sensor(context)
+    (request,) = result.dynamic_partitions_requests
+    assert sorted(request.partition_keys) == SAMPLE_CLASSES
+    instance.add_dynamic_partitions(fruit_classes.name, list(request.partition_keys))
+    assert isinstance(fruit_classes_sensor(build_sensor_context(instance=instance, resources={"storage": storage})),
+                      SkipReason)
+
+
+def test_untrusted_class_names():
+    assert unusable_key_reason("Apple Golden 1") is None
+    assert unusable_key_reason("Pomme dorée 🍏") is None
+    assert unusable_key_reason("a..b") is None
+    assert unusable_key_reason("..") == "path-like name"
+    assert unusable_key_reason("x/y") == "path-like name"
+    assert "'...'" in unusable_key_reason("wait...")
+    assert "','" in unusable_key_reason("a,b")

@@ -1,0 +1,144 @@
+"""The whole asset graph on real bundled images, through Dagster, checked against independent
+computations (single-process Keras, NumPy scaler and PCA)."""
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from dagster import instance_for_test
+from dagster_pyspark import LazyPySparkResource
+
+from fruits_platform.ml.images import decode_batch
+from fruits_platform.ml.mobilenet import FeatureExtractor, load_weights
+from fruits_platform.resources import LOCAL_SPARK_CONFIG
+from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
+from fruits_platform.resources.storage import FruitsStorage
+from fruits_platform.runner import latest_metadata, materialize_classes, register_classes
+from fruits_platform_tests.conftest import copy_classes
+
+CLASSES = ["Apple Braeburn", "Banana", "Lemon", "Strawberry"]
+
+
+def resources(data_root, output_root, weights, **reduction):
+    return {
+        "spark": LazyPySparkResource(spark_config=LOCAL_SPARK_CONFIG),
+        "storage": FruitsStorage(data_root=str(data_root), output_root=str(output_root)),
+        "weights": MobileNetWeights(weights=weights),
+        "reduction": ReductionSettings(**reduction),
+    }
+
+
+def table(output_root, asset):
+    return ds.dataset(f"{output_root}/{asset}").to_table().sort_by("uri")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, spark, real_weights_path):
+    root = tmp_path_factory.mktemp("pipeline")
+    data = copy_classes(root / "data", CLASSES)
+    (root / "home").mkdir()
+    with instance_for_test(temp_dir=str(root / "home")) as instance:
+        selected, _ = register_classes(instance, str(data))
+        results = materialize_classes(instance, resources(data, root / "out", real_weights_path), selected)
+        yield {"root": root, "data": data, "out": root / "out", "instance": instance, "results": results,
+               "weights": real_weights_path}
+
+
+def test_output_contract(pipeline):
+    widths = {"mobilenet_features": 1280, "scaled_features": 1280}
+    k = latest_metadata(pipeline["results"], "pca_features")["pca_k"]
+    for asset, column in [("mobilenet_features", "features"), ("scaled_features", "scaled_features"),
+                          ("pca_features", "pca_features")]:
+        data = table(pipeline["out"], asset)
+        assert data.num_rows == 16 * len(CLASSES)
+        assert {"uri", "label", "split", column} <= set(data.column_names)
+        assert str(data.schema.field(column).type.value_type) == "float"
+        assert {len(v) for v in data.column(column).to_pylist()} == {widths.get(asset, k)}
+        assert set(data.column("label").to_pylist()) == set(CLASSES)
+        assert set(data.column("split").to_pylist()) == {"Training", "Test"}
+    catalogue = table(pipeline["out"], "raw_images")
+    assert set(catalogue.column("status").to_pylist()) == {"ok"}
+    assert set(zip(catalogue.column("width").to_pylist(), catalogue.column("height").to_pylist())) == {(100, 100)}
+
+
+def test_spark_features_equal_single_process_keras(pipeline):
+    features = table(pipeline["out"], "mobilenet_features")
+    uris = features.column("uri").to_pylist()
+    extractor = FeatureExtractor(load_weights(pipeline["weights"]))
+    blobs = [open(uri, "rb").read() for uri in uris]
+    expected = np.concatenate([extractor.featurize_arrays(decode_batch(blobs[i:i + 32], 224))
+                               for i in range(0, len(blobs), 32)])
+    actual = np.stack(features.column("features").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    assert np.abs(actual).sum() > 0
+
+
+def test_scaler_and_pca_match_numpy_fitted_on_training_only(pipeline):
+    features = table(pipeline["out"], "mobilenet_features")
+    x = np.stack(features.column("features").to_numpy(zero_copy_only=False)).astype(np.float64)
+    training = np.array(features.column("split").to_pylist()) == "Training"
+    mean, std = x[training].mean(axis=0), x[training].std(axis=0, ddof=1)
+    scaled_expected = np.where(std > 0, (x - mean) / np.where(std > 0, std, 1), 0.0)
+    scaled = np.stack(table(pipeline["out"], "scaled_features").column("scaled_features").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(scaled, scaled_expected, rtol=1e-3, atol=1e-3)
+
+    z = scaled_expected[training]
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(z, rowvar=False))
+    order = np.argsort(eigenvalues)[::-1]
+    ratios = eigenvalues[order] / eigenvalues.sum()
+    expected_k = int(np.searchsorted(np.cumsum(ratios), 0.95) + 1)
+    metadata = latest_metadata(pipeline["results"], "feature_model")
+    assert metadata["pca_k"] == expected_k
+    np.testing.assert_allclose(metadata["explained_variance"], ratios[:expected_k], atol=1e-5)
+    assert 0.95 <= sum(metadata["explained_variance"]) <= 1.0
+
+    projected = np.stack(table(pipeline["out"], "pca_features").column("pca_features").to_numpy(zero_copy_only=False))
+    components = eigenvectors[:, order[:expected_k]]
+    expected = scaled_expected @ components
+    # Each component is defined up to its sign.
+    signs = np.sign((projected * expected).sum(axis=0))
+    np.testing.assert_allclose(projected, expected * signs, rtol=1e-2, atol=1e-2)
+
+
+def test_metadata_and_checks_are_recorded(pipeline):
+    results = pipeline["results"]
+    for asset in ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]:
+        metadata = latest_metadata(results, asset)
+        assert metadata["runtime_seconds"] > 0
+        assert metadata["throughput_images_per_second"] > 0
+        assert metadata["dagster/row_count"] == 16 * len(CLASSES)
+        assert "dagster/column_schema" in metadata
+    embedding = latest_metadata(results, "mobilenet_features")
+    assert embedding["weights_source"] == f"file:{pipeline['weights']}"
+    assert embedding["images_embedded"] == 64
+    pca = latest_metadata(results, "pca_features")
+    assert pca["scree_plot"].startswith("![PCA scree plot](data:image/png;base64,")
+    assert pca["cumulative_explained_variance"][-1] == pytest.approx(pca["explained_variance_total"])
+    checks = [e for r in results for e in r.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    evaluations = {e.event_specific_data.check_name: e.event_specific_data.passed for e in checks}
+    assert evaluations == {"features_are_finite_1280d": True, "one_row_per_ok_image": True,
+                           "explained_variance_in_range": True, "pca_dimension_is_k": True}
+    versions = {e.materialization.asset_key.to_user_string(): e.materialization.tags.get("dagster/data_version")
+                for r in results for e in r.get_asset_materialization_events()}
+    assert all(versions.values()) and len(versions) == 5, versions
+
+
+def test_rerun_gives_identical_content_and_reuses_embeddings(pipeline):
+    before = {a: table(pipeline["out"], a) for a in ["raw_images", "mobilenet_features", "scaled_features",
+                                                      "pca_features"]}
+    results = materialize_classes(
+        pipeline["instance"], resources(pipeline["data"], pipeline["out"], pipeline["weights"]), CLASSES
+    )
+    assert latest_metadata(results, "mobilenet_features")["images_embedded"] == 0
+    for asset, data in before.items():
+        assert table(pipeline["out"], asset).equals(data), asset
+
+
+def test_fixed_k_and_threshold_are_followed(pipeline, tmp_path):
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        register_classes(instance, str(pipeline["data"]))
+        results = materialize_classes(
+            instance, resources(pipeline["data"], tmp_path / "out", "random:3", pca_k=5), CLASSES
+        )
+    assert latest_metadata(results, "feature_model")["pca_k"] == 5
+    assert {len(v) for v in table(tmp_path / "out", "pca_features").column("pca_features").to_pylist()} == {5}
