@@ -51,9 +51,19 @@ def materialize_command(args) -> int:
     except MaterializationError as error:
         raise CliError(str(error)) from error
 
-    print(f"materialized {len(selected)} class(es) in {len(results)} run(s) (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    shown = ["images_ok", "images_rejected", "images_embedded", "images_reused", "pca_k",
-             "explained_variance_total", "weights_source", "runtime_seconds"]
+    print(
+        f"materialized {len(selected)} class(es) in {len(results)} run(s) (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
+    )
+    shown = [
+        "images_ok",
+        "images_rejected",
+        "images_embedded",
+        "images_reused",
+        "pca_k",
+        "explained_variance_total",
+        "weights_source",
+        "runtime_seconds",
+    ]
     for asset_name in ASSET_ORDER:
         metadata = latest_metadata(results, asset_name)
         print(f"  {asset_name:<20} " + ", ".join(f"{k}={metadata[k]}" for k in shown if k in metadata))
@@ -86,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # anything unexpected still ends with one clear line
-        print(f"error: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
-              file=sys.stderr)
+        print(
+            f"error: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -72,7 +72,12 @@ def materialize_classes(
     def run(selection: list[str], keys: list[str] | None):
         tags = {RANGE_START: keys[0], RANGE_END: keys[-1]} if keys else {}
         result = materialize(
-            assets, selection=selection, instance=instance, resources=resources, tags=tags, raise_on_error=False,
+            assets,
+            selection=selection,
+            instance=instance,
+            resources=resources,
+            tags=tags,
+            raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         if not result.success:

@@ -28,7 +28,7 @@ def is_s3(uri: str) -> bool:
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     return bucket, key
 
 
@@ -60,7 +60,7 @@ def list_classes(data_root: str) -> list[str]:
     for split in SPLITS:
         if is_s3(data_root):
             for prefix, page in _s3_list(data_root, split, "/"):
-                names.update(p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", []))
+                names.update(p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", []))
         else:
             folder = os.path.join(data_root, split)
             if os.path.isdir(folder):

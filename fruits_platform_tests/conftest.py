@@ -14,7 +14,9 @@ SAMPLE_ROOT = REPO / "fruits_platform" / "sample_data" / "fruits360"
 SAMPLE_CLASSES = sorted(p.name for p in (SAMPLE_ROOT / "Training").iterdir())
 # Real ImageNet weights live beside the checkout (never committed); FRUITS_TEST_WEIGHTS overrides.
 REAL_WEIGHTS = Path(
-    os.getenv("FRUITS_TEST_WEIGHTS", REPO.parent / "shared" / "models" / "mobilenet_v2_1.0_224_imagenet_qat_no_top.weights.h5")
+    os.getenv(
+        "FRUITS_TEST_WEIGHTS", REPO.parent / "shared" / "models" / "mobilenet_v2_1.0_224_imagenet_qat_no_top.weights.h5"
+    )
 )
 FULL_SAMPLE = REPO.parent / "shared" / "data" / "fruits360-sample"
 

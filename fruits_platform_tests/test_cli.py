@@ -19,17 +19,20 @@ def run_cli(args, home, **env):
 def test_materialize_twice_gives_identical_datasets(tmp_path):
     source = FULL_SAMPLE if FULL_SAMPLE.is_dir() else SAMPLE_ROOT
     # Classes the other tests never use, with odd names, a few images each.
-    data = copy_classes(tmp_path / "data", ["Kiwi", "Pepino"] if FULL_SAMPLE.is_dir() else ["Avocado"],
-                        source=source, per_split=3)
-    (data / "Training" / "Kiwi").rename(data / "Training" / "Kiwi fruit ü")  if FULL_SAMPLE.is_dir() else None
+    data = copy_classes(
+        tmp_path / "data", ["Kiwi", "Pepino"] if FULL_SAMPLE.is_dir() else ["Avocado"], source=source, per_split=3
+    )
+    (data / "Training" / "Kiwi").rename(data / "Training" / "Kiwi fruit ü") if FULL_SAMPLE.is_dir() else None
     (data / "Test" / "Kiwi").rename(data / "Test" / "Kiwi fruit ü") if FULL_SAMPLE.is_dir() else None
     (tmp_path / "home").mkdir()
     args = ["materialize", "--data-root", str(data), "--output-root", str(tmp_path / "out"), "--weights", "random:0"]
     first = run_cli(args, tmp_path / "home")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "materialized" in first.stdout and "pca_features" in first.stdout
-    snapshot = {a: ds.dataset(str(tmp_path / "out" / a)).to_table().sort_by("uri")
-                for a in ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]}
+    snapshot = {
+        a: ds.dataset(str(tmp_path / "out" / a)).to_table().sort_by("uri")
+        for a in ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]
+    }
     second = run_cli(args, tmp_path / "home")
     assert second.returncode == 0, second.stderr[-3000:]
     for asset, table in snapshot.items():
@@ -41,12 +44,25 @@ def test_materialize_twice_gives_identical_datasets(tmp_path):
 
 def test_failure_is_one_line_and_non_zero(tmp_path):
     (tmp_path / "home").mkdir()
-    missing = run_cli(["materialize", "--data-root", str(tmp_path / "nope"), "--output-root", str(tmp_path / "o")],
-                      tmp_path / "home")
+    missing = run_cli(
+        ["materialize", "--data-root", str(tmp_path / "nope"), "--output-root", str(tmp_path / "o")], tmp_path / "home"
+    )
     assert missing.returncode != 0
     assert missing.stderr.strip().splitlines()[-1].startswith("error: data root not found")
-    unknown = run_cli(["materialize", "--data-root", str(SAMPLE_ROOT), "--output-root", str(tmp_path / "o"),
-                       "--classes", "Durian", "--weights", "random:0"], tmp_path / "home")
+    unknown = run_cli(
+        [
+            "materialize",
+            "--data-root",
+            str(SAMPLE_ROOT),
+            "--output-root",
+            str(tmp_path / "o"),
+            "--classes",
+            "Durian",
+            "--weights",
+            "random:0",
+        ],
+        tmp_path / "home",
+    )
     assert unknown.returncode != 0
     assert "'Durian'" in unknown.stderr.strip().splitlines()[-1]
 
@@ -55,9 +71,13 @@ def test_offline_imagenet_download_fails_with_a_clear_message(tmp_path):
     (tmp_path / "home").mkdir()
     data = copy_classes(tmp_path / "data", ["Banana"], per_split=1)
     # An unreachable proxy and an empty Keras cache make the download fail fast, online or not.
-    result = run_cli(["materialize", "--data-root", str(data), "--output-root", str(tmp_path / "o")],
-                     tmp_path / "home", HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",
-                     KERAS_HOME=str(tmp_path / "keras"))
+    result = run_cli(
+        ["materialize", "--data-root", str(data), "--output-root", str(tmp_path / "o")],
+        tmp_path / "home",
+        HTTPS_PROXY="http://127.0.0.1:9",
+        HTTP_PROXY="http://127.0.0.1:9",
+        KERAS_HOME=str(tmp_path / "keras"),
+    )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "ImageNet weights" in last and "FRUITS_WEIGHTS" in last, last

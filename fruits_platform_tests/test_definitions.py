@@ -13,7 +13,7 @@ def test_definitions_load_with_lineage():
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"raw_images", "mobilenet_features", "feature_model", "scaled_features", "pca_features"} <= keys
-    parents = lambda name: {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}  # noqa: E731
+    parents = lambda name: {k.to_user_string() for k in graph.get(AssetKey(name)).parent_keys}
     assert parents("mobilenet_features") == {"raw_images"}
     assert parents("feature_model") == {"mobilenet_features"}
     assert parents("scaled_features") == {"mobilenet_features", "feature_model"}
@@ -30,8 +30,9 @@ def test_sensor_registers_new_classes_once(instance, tmp_path):
     (request,) = result.dynamic_partitions_requests
     assert sorted(request.partition_keys) == SAMPLE_CLASSES
     instance.add_dynamic_partitions(fruit_classes.name, list(request.partition_keys))
-    assert isinstance(fruit_classes_sensor(build_sensor_context(instance=instance, resources={"storage": storage})),
-                      SkipReason)
+    assert isinstance(
+        fruit_classes_sensor(build_sensor_context(instance=instance, resources={"storage": storage})), SkipReason
+    )
 
 
 def test_untrusted_class_names():

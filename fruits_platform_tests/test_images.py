@@ -65,7 +65,8 @@ def test_random_bytes_never_raise(data, name):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    width=st.integers(1, 64), height=st.integers(1, 64),
+    width=st.integers(1, 64),
+    height=st.integers(1, 64),
     mode=st.sampled_from(["RGB", "L", "RGBA", "P", "CMYK"]),
     fmt=st.sampled_from(["JPEG", "PNG", "WEBP"]),
     seed=st.integers(0, 2**16),

@@ -1,10 +1,12 @@
 """The whole asset graph on real bundled images, through Dagster, checked against independent
 computations (single-process Keras, NumPy scaler and PCA)."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
-from dagster import instance_for_test
+from dagster import ResourceDefinition, instance_for_test
 from dagster_pyspark import LazyPySparkResource
 
 from fruits_platform.ml.images import decode_batch
@@ -24,6 +26,7 @@ def resources(data_root, output_root, weights, **reduction):
         "storage": FruitsStorage(data_root=str(data_root), output_root=str(output_root)),
         "weights": MobileNetWeights(weights=weights),
         "reduction": ReductionSettings(**reduction),
+        "pyspark_step_launcher": ResourceDefinition.none_resource(),
     }
 
 
@@ -39,15 +42,24 @@ def pipeline(tmp_path_factory, spark, real_weights_path):
     with instance_for_test(temp_dir=str(root / "home")) as instance:
         selected, _ = register_classes(instance, str(data))
         results = materialize_classes(instance, resources(data, root / "out", real_weights_path), selected)
-        yield {"root": root, "data": data, "out": root / "out", "instance": instance, "results": results,
-               "weights": real_weights_path}
+        yield {
+            "root": root,
+            "data": data,
+            "out": root / "out",
+            "instance": instance,
+            "results": results,
+            "weights": real_weights_path,
+        }
 
 
 def test_output_contract(pipeline):
     widths = {"mobilenet_features": 1280, "scaled_features": 1280}
     k = latest_metadata(pipeline["results"], "pca_features")["pca_k"]
-    for asset, column in [("mobilenet_features", "features"), ("scaled_features", "scaled_features"),
-                          ("pca_features", "pca_features")]:
+    for asset, column in [
+        ("mobilenet_features", "features"),
+        ("scaled_features", "scaled_features"),
+        ("pca_features", "pca_features"),
+    ]:
         data = table(pipeline["out"], asset)
         assert data.num_rows == 16 * len(CLASSES)
         assert {"uri", "label", "split", column} <= set(data.column_names)
@@ -64,9 +76,10 @@ def test_spark_features_equal_single_process_keras(pipeline):
     features = table(pipeline["out"], "mobilenet_features")
     uris = features.column("uri").to_pylist()
     extractor = FeatureExtractor(load_weights(pipeline["weights"]))
-    blobs = [open(uri, "rb").read() for uri in uris]
-    expected = np.concatenate([extractor.featurize_arrays(decode_batch(blobs[i:i + 32], 224))
-                               for i in range(0, len(blobs), 32)])
+    blobs = [Path(uri).read_bytes() for uri in uris]
+    expected = np.concatenate(
+        [extractor.featurize_arrays(decode_batch(blobs[i : i + 32], 224)) for i in range(0, len(blobs), 32)]
+    )
     actual = np.stack(features.column("features").to_numpy(zero_copy_only=False))
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
     assert np.abs(actual).sum() > 0
@@ -78,7 +91,9 @@ def test_scaler_and_pca_match_numpy_fitted_on_training_only(pipeline):
     training = np.array(features.column("split").to_pylist()) == "Training"
     mean, std = x[training].mean(axis=0), x[training].std(axis=0, ddof=1)
     scaled_expected = np.where(std > 0, (x - mean) / np.where(std > 0, std, 1), 0.0)
-    scaled = np.stack(table(pipeline["out"], "scaled_features").column("scaled_features").to_numpy(zero_copy_only=False))
+    scaled = np.stack(
+        table(pipeline["out"], "scaled_features").column("scaled_features").to_numpy(zero_copy_only=False)
+    )
     np.testing.assert_allclose(scaled, scaled_expected, rtol=1e-3, atol=1e-3)
 
     z = scaled_expected[training]
@@ -115,16 +130,24 @@ def test_metadata_and_checks_are_recorded(pipeline):
     assert pca["cumulative_explained_variance"][-1] == pytest.approx(pca["explained_variance_total"])
     checks = [e for r in results for e in r.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     evaluations = {e.event_specific_data.check_name: e.event_specific_data.passed for e in checks}
-    assert evaluations == {"features_are_finite_1280d": True, "one_row_per_ok_image": True,
-                           "explained_variance_in_range": True, "pca_dimension_is_k": True}
-    versions = {e.materialization.asset_key.to_user_string(): e.materialization.tags.get("dagster/data_version")
-                for r in results for e in r.get_asset_materialization_events()}
+    assert evaluations == {
+        "features_are_finite_1280d": True,
+        "one_row_per_ok_image": True,
+        "explained_variance_in_range": True,
+        "pca_dimension_is_k": True,
+    }
+    versions = {
+        e.materialization.asset_key.to_user_string(): e.materialization.tags.get("dagster/data_version")
+        for r in results
+        for e in r.get_asset_materialization_events()
+    }
     assert all(versions.values()) and len(versions) == 5, versions
 
 
 def test_rerun_gives_identical_content_and_reuses_embeddings(pipeline):
-    before = {a: table(pipeline["out"], a) for a in ["raw_images", "mobilenet_features", "scaled_features",
-                                                      "pca_features"]}
+    before = {
+        a: table(pipeline["out"], a) for a in ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]
+    }
     results = materialize_classes(
         pipeline["instance"], resources(pipeline["data"], pipeline["out"], pipeline["weights"]), CLASSES
     )

@@ -8,13 +8,18 @@ import io
 import threading
 import time
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
-from dagster import BackfillPolicy, DataVersion, MetadataValue, TableColumn, TableSchema
+from dagster import BackfillPolicy, DataVersion, MetadataValue, ResourceParam, TableColumn, TableSchema
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.partitions import fruit_classes
+
+# Every Spark asset takes this resource: None locally; in the emr profile the EMR step launcher,
+# which makes Dagster run the asset's step on the cluster instead of in this process.
+StepLauncherParam = ResourceParam[Any]
 
 GROUP = "fruit_features"
 OWNERS = ["team:data-platform"]

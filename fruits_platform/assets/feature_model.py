@@ -16,7 +16,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import GROUP, OWNERS, Stopwatch, pca_metadata
+from fruits_platform.assets.common import GROUP, OWNERS, StepLauncherParam, Stopwatch, pca_metadata
 from fruits_platform.ml.reduction import explained_variance_valid, fit_feature_model, model_fingerprint
 from fruits_platform.partitions import fruit_classes
 from fruits_platform.resources.model import ReductionSettings
@@ -56,7 +56,11 @@ def materialized_classes(context: AssetExecutionContext, dataset) -> list[str]:
     ),
 )
 def feature_model(
-    context: AssetExecutionContext, spark: LazyPySparkResource, storage: FruitsStorage, reduction: ReductionSettings
+    context: AssetExecutionContext,
+    spark: LazyPySparkResource,
+    pyspark_step_launcher: StepLauncherParam,
+    storage: FruitsStorage,
+    reduction: ReductionSettings,
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
     session = spark.spark_session

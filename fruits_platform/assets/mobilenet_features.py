@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from fruits_platform.assets.common import (
     LINEAGE_COLUMNS,
     PER_CLASS,
+    StepLauncherParam,
     Stopwatch,
     column_schema,
     content_version,
@@ -25,14 +26,16 @@ from fruits_platform.resources.model import MobileNetWeights
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.spark.featurize import embed_images
 
-SCHEMA = column_schema({
-    "uri": ("string", LINEAGE_COLUMNS["uri"]),
-    "label": ("string", LINEAGE_COLUMNS["label"]),
-    "split": ("string", LINEAGE_COLUMNS["split"]),
-    "sha256": ("string", "SHA-256 of the image bytes the vector was computed from"),
-    "features": ("list<float32>[1280]", "MobileNetV2 global-average-pooled embedding (ImageNet preprocessing)"),
-    "model_signature": ("string", "Weights fingerprint, input size and preprocessing that produced the vector"),
-})
+SCHEMA = column_schema(
+    {
+        "uri": ("string", LINEAGE_COLUMNS["uri"]),
+        "label": ("string", LINEAGE_COLUMNS["label"]),
+        "split": ("string", LINEAGE_COLUMNS["split"]),
+        "sha256": ("string", "SHA-256 of the image bytes the vector was computed from"),
+        "features": ("list<float32>[1280]", "MobileNetV2 global-average-pooled embedding (ImageNet preprocessing)"),
+        "model_signature": ("string", "Weights fingerprint, input size and preprocessing that produced the vector"),
+    }
+)
 CHECK_FINITE = "features_are_finite_1280d"
 CHECK_ONE_ROW = "one_row_per_ok_image"
 
@@ -56,7 +59,11 @@ CHECK_ONE_ROW = "one_row_per_ok_image"
     ),
 )
 def mobilenet_features(
-    context: AssetExecutionContext, spark: LazyPySparkResource, storage: FruitsStorage, weights: MobileNetWeights
+    context: AssetExecutionContext,
+    spark: LazyPySparkResource,
+    pyspark_step_launcher: StepLauncherParam,
+    storage: FruitsStorage,
+    weights: MobileNetWeights,
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
     labels = list(context.partition_keys)
@@ -65,15 +72,18 @@ def mobilenet_features(
     signature = model_weights.signature
 
     images = (
-        storage.dataset(session, "raw_images").read(labels)
-        .where(F.col("status") == "ok").select("uri", "label", "split", "sha256")
+        storage.dataset(session, "raw_images")
+        .read(labels)
+        .where(F.col("status") == "ok")
+        .select("uri", "label", "split", "sha256")
     )
     dataset = storage.dataset(session, "mobilenet_features")
     previous = dataset.read_existing(labels)
     if previous is not None and "model_signature" in previous.columns:
         known = (
             previous.where(F.col("model_signature") == signature)
-            .select("sha256", "features").dropDuplicates(["sha256"])
+            .select("sha256", "features")
+            .dropDuplicates(["sha256"])
         )
         to_embed = images.join(known, "sha256", "left_anti")
         reused = images.join(known, "sha256", "inner")
@@ -107,7 +117,9 @@ def mobilenet_features(
     non_finite = stats["bad"] or 0
     return MaterializeResult(
         metadata=run_metadata(
-            stopwatch, stats["rows"], SCHEMA,
+            stopwatch,
+            stats["rows"],
+            SCHEMA,
             images_ok=MetadataValue.int(total),
             images_embedded=MetadataValue.int(embed_count),
             images_reused=MetadataValue.int(total - embed_count),

@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 from fruits_platform.assets.common import (
     LINEAGE_COLUMNS,
     PER_CLASS,
+    StepLauncherParam,
     Stopwatch,
     column_schema,
     content_version,
@@ -18,13 +19,15 @@ from fruits_platform.assets.feature_model import load_feature_model
 from fruits_platform.ml.reduction import model_fingerprint, project
 from fruits_platform.resources.storage import FruitsStorage
 
-SCHEMA = column_schema({
-    "uri": ("string", LINEAGE_COLUMNS["uri"]),
-    "label": ("string", LINEAGE_COLUMNS["label"]),
-    "split": ("string", LINEAGE_COLUMNS["split"]),
-    "sha256": ("string", "SHA-256 of the image bytes"),
-    "pca_features": ("list<float32>[k]", "Coordinates on the first k principal components"),
-})
+SCHEMA = column_schema(
+    {
+        "uri": ("string", LINEAGE_COLUMNS["uri"]),
+        "label": ("string", LINEAGE_COLUMNS["label"]),
+        "split": ("string", LINEAGE_COLUMNS["split"]),
+        "sha256": ("string", "SHA-256 of the image bytes"),
+        "pca_features": ("list<float32>[k]", "Coordinates on the first k principal components"),
+    }
+)
 CHECK_DIMENSION = "pca_dimension_is_k"
 
 
@@ -41,13 +44,22 @@ CHECK_DIMENSION = "pca_dimension_is_k"
         "`feature_model`. Metadata shows k, the explained variance per component and cumulated, and a scree plot."
     ),
 )
-def pca_features(context: AssetExecutionContext, spark: LazyPySparkResource, storage: FruitsStorage) -> MaterializeResult:
+def pca_features(
+    context: AssetExecutionContext,
+    spark: LazyPySparkResource,
+    pyspark_step_launcher: StepLauncherParam,
+    storage: FruitsStorage,
+) -> MaterializeResult:
     stopwatch = Stopwatch()
     model = load_feature_model(storage)
     pca = model.stages[1]
     explained = [float(v) for v in pca.explainedVariance.toArray()]
     written = transform_classes(
-        context, spark.spark_session, storage, "scaled_features", "pca_features",
+        context,
+        spark.spark_session,
+        storage,
+        "scaled_features",
+        "pca_features",
         lambda frame: project(model, frame.select("uri", "label", "split", "sha256", "scaled_features")),
     )
     stats = written.agg(

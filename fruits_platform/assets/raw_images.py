@@ -4,23 +4,33 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import LINEAGE_COLUMNS, PER_CLASS, Stopwatch, column_schema, content_version, run_metadata
+from fruits_platform.assets.common import (
+    LINEAGE_COLUMNS,
+    PER_CLASS,
+    StepLauncherParam,
+    Stopwatch,
+    column_schema,
+    content_version,
+    run_metadata,
+)
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.spark.featurize import catalogue_images
 
-SCHEMA = column_schema({
-    "uri": ("string", LINEAGE_COLUMNS["uri"]),
-    "label": ("string", LINEAGE_COLUMNS["label"]),
-    "split": ("string", LINEAGE_COLUMNS["split"]),
-    "size_bytes": ("long", "File size in bytes"),
-    "sha256": ("string", "SHA-256 of the file's bytes (identifies the content)"),
-    "format": ("string", "Image format found in the content (JPEG, PNG, WEBP), if any"),
-    "width": ("int", "Width in pixels, as declared by the image"),
-    "height": ("int", "Height in pixels, as declared by the image"),
-    "mode": ("string", "Pillow colour mode (RGB, L, P, RGBA, CMYK, ...); converted to RGB when ok"),
-    "status": ("string", "ok: goes to the model; rejected: kept out of it, see reason"),
-    "reason": ("string", "Why the file was rejected (kind: detail), null when ok"),
-})
+SCHEMA = column_schema(
+    {
+        "uri": ("string", LINEAGE_COLUMNS["uri"]),
+        "label": ("string", LINEAGE_COLUMNS["label"]),
+        "split": ("string", LINEAGE_COLUMNS["split"]),
+        "size_bytes": ("long", "File size in bytes"),
+        "sha256": ("string", "SHA-256 of the file's bytes (identifies the content)"),
+        "format": ("string", "Image format found in the content (JPEG, PNG, WEBP), if any"),
+        "width": ("int", "Width in pixels, as declared by the image"),
+        "height": ("int", "Height in pixels, as declared by the image"),
+        "mode": ("string", "Pillow colour mode (RGB, L, P, RGBA, CMYK, ...); converted to RGB when ok"),
+        "status": ("string", "ok: goes to the model; rejected: kept out of it, see reason"),
+        "reason": ("string", "Why the file was rejected (kind: detail), null when ok"),
+    }
+)
 
 
 @asset(
@@ -35,7 +45,12 @@ SCHEMA = column_schema({
         "`rejected` with the precise reason (empty, truncated, not an image, wrong format, too large...)."
     ),
 )
-def raw_images(context: AssetExecutionContext, spark: LazyPySparkResource, storage: FruitsStorage) -> MaterializeResult:
+def raw_images(
+    context: AssetExecutionContext,
+    spark: LazyPySparkResource,
+    pyspark_step_launcher: StepLauncherParam,
+    storage: FruitsStorage,
+) -> MaterializeResult:
     stopwatch = Stopwatch()
     labels = list(context.partition_keys)
     session = spark.spark_session
@@ -45,21 +60,23 @@ def raw_images(context: AssetExecutionContext, spark: LazyPySparkResource, stora
 
     written = dataset.read(labels)
     counts = {row["status"]: row["count"] for row in written.groupBy("status").count().collect()}
-    rejected = (
-        written.where(F.col("status") == "rejected").select("uri", "reason").orderBy("uri").limit(50).collect()
-    )
+    rejected = written.where(F.col("status") == "rejected").select("uri", "reason").orderBy("uri").limit(50).collect()
     ok = counts.get("ok", 0)
     context.log.info(f"{len(labels)} class(es): {ok} ok, {counts.get('rejected', 0)} rejected")
     return MaterializeResult(
         metadata=run_metadata(
-            stopwatch, sum(counts.values()), SCHEMA,
+            stopwatch,
+            sum(counts.values()),
+            SCHEMA,
             classes=MetadataValue.json(labels) if len(labels) > 1 else MetadataValue.text(labels[0]),
             images_ok=MetadataValue.int(ok),
             images_rejected=MetadataValue.int(counts.get("rejected", 0)),
             rejected_files=MetadataValue.md(
                 "| file | reason |\n|---|---|\n"
                 + "\n".join(f"| `{r['uri'].rsplit('/', 1)[-1]}` | {r['reason']} |" for r in rejected)
-            ) if rejected else MetadataValue.text("none"),
+            )
+            if rejected
+            else MetadataValue.text("none"),
         ),
         data_version=content_version(written, ["uri", "sha256", "status"]),
     )

@@ -6,6 +6,7 @@ from dagster_pyspark import LazyPySparkResource
 from fruits_platform.assets.common import (
     LINEAGE_COLUMNS,
     PER_CLASS,
+    StepLauncherParam,
     Stopwatch,
     column_schema,
     content_version,
@@ -16,13 +17,15 @@ from fruits_platform.assets.feature_model import load_feature_model
 from fruits_platform.ml.reduction import model_fingerprint, scale
 from fruits_platform.resources.storage import FruitsStorage
 
-SCHEMA = column_schema({
-    "uri": ("string", LINEAGE_COLUMNS["uri"]),
-    "label": ("string", LINEAGE_COLUMNS["label"]),
-    "split": ("string", LINEAGE_COLUMNS["split"]),
-    "sha256": ("string", "SHA-256 of the image bytes"),
-    "scaled_features": ("list<float32>[1280]", "Embedding minus the Training mean, divided by the Training std"),
-})
+SCHEMA = column_schema(
+    {
+        "uri": ("string", LINEAGE_COLUMNS["uri"]),
+        "label": ("string", LINEAGE_COLUMNS["label"]),
+        "split": ("string", LINEAGE_COLUMNS["split"]),
+        "sha256": ("string", "SHA-256 of the image bytes"),
+        "scaled_features": ("list<float32>[1280]", "Embedding minus the Training mean, divided by the Training std"),
+    }
+)
 
 
 @asset(
@@ -37,11 +40,20 @@ SCHEMA = column_schema({
         "StandardScaler of `feature_model` (fitted on the Training split of all classes)."
     ),
 )
-def scaled_features(context: AssetExecutionContext, spark: LazyPySparkResource, storage: FruitsStorage) -> MaterializeResult:
+def scaled_features(
+    context: AssetExecutionContext,
+    spark: LazyPySparkResource,
+    pyspark_step_launcher: StepLauncherParam,
+    storage: FruitsStorage,
+) -> MaterializeResult:
     stopwatch = Stopwatch()
     model = load_feature_model(storage)
     written = transform_classes(
-        context, spark.spark_session, storage, "mobilenet_features", "scaled_features",
+        context,
+        spark.spark_session,
+        storage,
+        "mobilenet_features",
+        "scaled_features",
         lambda frame: scale(model, frame.select("uri", "label", "split", "sha256", "features")),
     )
     rows = written.count()

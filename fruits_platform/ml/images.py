@@ -94,7 +94,10 @@ def inspect_image(name: str, data: bytes) -> ImageRecord:
     if width * height > MAX_PIXELS:
         return rejected(
             f"too_large: declared {width}x{height} pixels exceeds {MAX_PIXELS:,} (decompression bomb guard)",
-            fmt, width, height, mode,
+            fmt,
+            width,
+            height,
+            mode,
         )
     if mode not in CONVERTIBLE_MODES:
         return rejected(f"unsupported_mode: {mode}", fmt, width, height, mode)

@@ -72,7 +72,7 @@ def _fingerprint(arrays) -> str:
 def _download_s3(uri: str) -> str:
     import boto3
 
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     target = os.path.join(tempfile.mkdtemp(prefix="fruits-weights-"), os.path.basename(key) or "weights.h5")
     try:
         boto3.client("s3").download_file(bucket, key, target)

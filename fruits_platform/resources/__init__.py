@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from dagster import EnvVar
+from dagster import EnvVar, ResourceDefinition
 from dagster_pyspark import LazyPySparkResource
 
 from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
@@ -36,8 +36,10 @@ def _setting(name: str, default):
     """An EnvVar when the variable is set (shown as such in the UI), else the default."""
     if name not in os.environ:
         return default
-    return EnvVar.int(name) if isinstance(default, int) and not isinstance(default, bool) else (
-        EnvVar.float(name) if isinstance(default, float) else EnvVar(name)
+    return (
+        EnvVar.int(name)
+        if isinstance(default, int) and not isinstance(default, bool)
+        else (EnvVar.float(name) if isinstance(default, float) else EnvVar(name))
     )
 
 
@@ -62,6 +64,7 @@ def local_resources() -> dict:
             output_root=_setting("FRUITS_OUTPUT_ROOT", os.path.abspath(DEFAULT_OUTPUT_ROOT)),
         ),
         **model_resources(),
+        "pyspark_step_launcher": ResourceDefinition.none_resource(),  # steps run in this process
     }
 
 
