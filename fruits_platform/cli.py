@@ -40,14 +40,13 @@ def materialize_command(args) -> int:
 
     from dagster import DagsterInstance
 
-    from fruits_platform.resources import build_resources
     from fruits_platform.runner import ASSET_ORDER, latest_metadata, materialize_classes, register_classes
 
     wanted = [name.strip() for name in args.classes.split(",") if name.strip()] if args.classes else None
     instance = DagsterInstance.get()
     try:
         selected, refused = register_classes(instance, args.data_root, wanted)
-        results = materialize_classes(instance, build_resources(), selected)
+        results = materialize_classes(instance, None, selected)  # the code location's own job and resources
     except MaterializationError as error:
         raise CliError(str(error)) from error
 
@@ -73,6 +72,14 @@ def materialize_command(args) -> int:
     return 0
 
 
+def requirements_command(args) -> int:
+    """Print the pinned dependencies of the installed package (pyproject.toml) for the EMR bootstrap."""
+    from importlib.metadata import requires
+
+    print("\n".join(r for r in requires("fruits_platform") or [] if "extra ==" not in r))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fruits-platform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--pca-k", type=int, help="fixed number of components (default: by variance threshold)")
     mat.add_argument("--variance-threshold", type=float, help="explained-variance target (default 0.95)")
     mat.set_defaults(handler=materialize_command)
+    reqs = commands.add_parser("emr-requirements", help="print the pinned dependencies for bootstrap/install.sh")
+    reqs.set_defaults(handler=requirements_command)
     return parser
 
 

@@ -1,11 +1,10 @@
 """The code location loads, and the sensor registers the class folders as partitions."""
 
-from dagster import AssetKey, SkipReason, build_sensor_context
+from dagster import AssetKey, build_sensor_context
 
 from fruits_platform.definitions import defs
 from fruits_platform.partitions import fruit_classes, unusable_key_reason
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.sensors import fruit_classes_sensor
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, SAMPLE_ROOT
 
 
@@ -23,16 +22,16 @@ def test_definitions_load_with_lineage():
         assert graph.get(AssetKey(name)).description
 
 
-def test_sensor_registers_new_classes_once(instance, tmp_path):
+def test_local_sensor_registers_classes_and_leaves_runs_to_the_user(instance, tmp_path):
     storage = FruitsStorage(data_root=str(SAMPLE_ROOT), output_root=str(tmp_path))
-    context = build_sensor_context(instance=instance, resources={"storage": storage})
-    result = fruit_classes_sensor(context)
+    sensor = defs.get_sensor_def("new_images_sensor")
+    result = sensor(build_sensor_context(instance=instance, resources={"storage": storage}))
     (request,) = result.dynamic_partitions_requests
     assert sorted(request.partition_keys) == SAMPLE_CLASSES
+    assert result.run_requests == []  # local profile: FRUITS_AUTOMATION unset
     instance.add_dynamic_partitions(fruit_classes.name, list(request.partition_keys))
-    assert isinstance(
-        fruit_classes_sensor(build_sensor_context(instance=instance, resources={"storage": storage})), SkipReason
-    )
+    again = sensor(build_sensor_context(instance=instance, cursor=result.cursor, resources={"storage": storage}))
+    assert again.dynamic_partitions_requests == [] and again.run_requests == []
 
 
 def test_untrusted_class_names():

@@ -1,6 +1,13 @@
 """`pca_features`: the standardised embeddings projected on the k principal components."""
 
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MaterializeResult, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AutomationCondition,
+    MaterializeResult,
+    asset,
+)
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import functions as F
 
@@ -37,6 +44,7 @@ CHECK_DIMENSION = "pca_dimension_is_k"
     kinds={"spark", "parquet"},
     tags={"layer": "features"},
     code_version="1",
+    automation_condition=AutomationCondition.eager(),
     metadata={"dagster/column_schema": SCHEMA},
     check_specs=[AssetCheckSpec(CHECK_DIMENSION, asset="pca_features", description="Every vector has k values")],
     description=(
@@ -51,12 +59,13 @@ def pca_features(
     storage: FruitsStorage,
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
+    session = spark.spark_session  # created before loading the model, which needs it
     model = load_feature_model(storage)
     pca = model.stages[1]
     explained = [float(v) for v in pca.explainedVariance.toArray()]
     written = transform_classes(
         context,
-        spark.spark_session,
+        session,
         storage,
         "scaled_features",
         "pca_features",

@@ -1,6 +1,6 @@
 """`scaled_features`: the embeddings standardised with the fitted scaler of `feature_model`."""
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 from dagster_pyspark import LazyPySparkResource
 
 from fruits_platform.assets.common import (
@@ -34,6 +34,7 @@ SCHEMA = column_schema(
     kinds={"spark", "parquet"},
     tags={"layer": "features"},
     code_version="1",
+    automation_condition=AutomationCondition.eager(),
     metadata={"dagster/column_schema": SCHEMA},
     description=(
         "MobileNetV2 embeddings of every image of the class (both splits) standardised with the "
@@ -47,10 +48,11 @@ def scaled_features(
     storage: FruitsStorage,
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
+    session = spark.spark_session  # created before loading the model, which needs it
     model = load_feature_model(storage)
     written = transform_classes(
         context,
-        spark.spark_session,
+        session,
         storage,
         "mobilenet_features",
         "scaled_features",

@@ -68,13 +68,60 @@ def local_resources() -> dict:
     }
 
 
+# Spark settings for steps on EMR (the cluster's own defaults do the rest): the bootstrap's
+# Python 3.11 for driver and workers, Arrow batches = model batches, quiet driver log.
+EMR_SPARK_CONFIG = {
+    "spark": {
+        "pyspark": {"python": "/usr/bin/python3.11", "driver": {"python": "/usr/bin/python3.11"}},
+        "sql": {"execution": {"arrow": {"maxRecordsPerBatch": 64}}},
+        "log": {"level": "WARN"},
+    }
+}
+
+
+def emr_resources() -> dict:
+    """Data and outputs on S3, every Spark asset step run on the EMR cluster by the step launcher."""
+    from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+    from fruits_platform.resources.emr import fruits_emr_step_launcher
+
+    return {
+        "spark": LazyPySparkResource(spark_config={}),  # the session spark-submit created on the cluster
+        "storage": FruitsStorage(data_root=EnvVar("FRUITS_DATA_ROOT"), output_root=EnvVar("FRUITS_OUTPUT_ROOT")),
+        **model_resources(),
+        "pyspark_step_launcher": fruits_emr_step_launcher.configured(
+            {
+                "cluster_id": {"env": "FRUITS_EMR_CLUSTER_ID"},
+                "region_name": {"env": "FRUITS_EMR_REGION"},
+                "staging_bucket": {"env": "FRUITS_EMR_STAGING_BUCKET"},
+                "staging_prefix": os.getenv("FRUITS_EMR_STAGING_PREFIX", "fruits-platform/staging"),
+                "poll_interval": int(os.getenv("FRUITS_EMR_POLL_SECONDS", "15")),
+                "spark_config": EMR_SPARK_CONFIG,
+                # EMR ships step logs to S3 only every few minutes: do not block runs on them.
+                "wait_for_logs": os.getenv("FRUITS_EMR_WAIT_FOR_LOGS", "0") == "1",
+                "action_on_failure": "CONTINUE",
+            }
+        ),
+        # Whatever Dagster passes between steps must be readable on the cluster: S3, not local disk.
+        "io_manager": S3PickleIOManager(
+            s3_resource=S3Resource(), s3_bucket=EnvVar("FRUITS_EMR_STAGING_BUCKET"), s3_prefix="fruits-platform/io"
+        ),
+    }
+
+
 def deployment() -> str:
     return os.getenv(DEPLOYMENT_ENV, "local").strip().lower()
 
 
+def automation_enabled(profile: str | None = None) -> bool:
+    """Whether sensors launch runs by themselves: yes on EMR; locally only with FRUITS_AUTOMATION=1
+    (the local sensor then only registers new classes and leaves materializing to the user)."""
+    return (profile or deployment()) == "emr" or os.getenv("FRUITS_AUTOMATION") == "1"
+
+
 def build_resources(profile: str | None = None) -> dict:
     profile = profile or deployment()
-    builders = {"local": local_resources}
+    builders = {"local": local_resources, "emr": emr_resources}
     if profile not in builders:
         raise ValueError(f"{DEPLOYMENT_ENV} must be one of {sorted(builders)}, got {profile!r}")
     return builders[profile]()
