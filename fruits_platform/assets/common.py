@@ -134,7 +134,8 @@ def progress_logger(log, total: int, counter, label: str = "images", every_secon
         stop.set()
         thread.join()
         elapsed = time.perf_counter() - started
-        log.info(f"{label}: {counter.value}/{total} done in {elapsed:.1f}s")
+        rate = counter.value / elapsed if elapsed > 0 else 0.0
+        log.info(f"{label}: {counter.value}/{total} done in {elapsed:.1f}s, {rate:.1f} {label}/s")
 
 
 def transform_classes(context, session, storage, source: str, target: str, transform) -> DataFrame:

@@ -1,0 +1,145 @@
+"""Start and stop a real `dagster dev` (webserver + daemon) for end-to-end tests.
+
+`running_dagster_dev(...)` is a context manager other tests can reuse: it starts `dagster dev` on
+127.0.0.1 and a free port in its own process group, waits (bounded) for the webserver to answer, yields
+a `DagsterDev` (url, DAGSTER_HOME, log file, `graphql()` helper) and on exit stops the whole process
+group it started: SIGINT, then SIGTERM, then SIGKILL, each after a bounded wait.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _reset_signals() -> None:
+    # An ignored SIGINT survives exec (a shell's background job has one): default dispositions, so
+    # that the SIGINT/SIGTERM we send to the group reach dagster's own handling.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+@dataclass
+class DagsterDev:
+    url: str
+    home: Path
+    log_path: Path
+    process: subprocess.Popen
+
+    def graphql(self, query: str, variables: dict | None = None, timeout: float = 10.0) -> dict:
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.loads(response.read())
+        if payload.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {payload['errors']}")
+        return payload["data"]
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def wait_until(self, predicate, timeout: float, interval: float = 1.0, what: str = "condition"):
+        """Poll `predicate()` until it returns a truthy value (returned) or `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        last_error = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dagster dev exited ({self.process.returncode}):\n{self.log_tail()}")
+            try:
+                value = predicate()
+                if value:
+                    return value
+            except (OSError, urllib.error.URLError, RuntimeError, KeyError, ValueError) as error:
+                last_error = error
+            time.sleep(interval)
+        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})")
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stop the process group of `process` (which we started with start_new_session=True)."""
+    if process.poll() is not None and not _group_alive(process.pid):
+        return
+    for sig, grace in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not _group_alive(process.pid):
+                return
+            time.sleep(0.25)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+@contextmanager
+def running_dagster_dev(
+    home: Path, env: dict[str, str | None] | None = None, startup_timeout: float = 120.0, log_path: Path | None = None
+) -> Iterator[DagsterDev]:
+    """`dagster dev` of this repo's workspace with DAGSTER_HOME=`home` (created) and extra `env`
+    (a value of None removes that variable from the inherited environment)."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = Path(log_path or home / "dagster_dev.log")
+    child_env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    for name, value in (env or {}).items():
+        if value is None:
+            child_env.pop(name, None)
+        else:
+            child_env[name] = value
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster) if dagster.exists() else "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_reset_signals,  # noqa: PLW1509 - only signal(), before any thread of ours
+        )
+    server = DagsterDev(url=f"http://127.0.0.1:{port}", home=home, log_path=log_path, process=process)
+    try:
+
+        def answers():
+            with urllib.request.urlopen(f"{server.url}/server_info", timeout=3) as response:
+                return response.status == 200
+
+        server.wait_until(answers, timeout=startup_timeout, interval=0.5, what="the dagster webserver")
+        yield server
+    finally:
+        _stop_group(process)
