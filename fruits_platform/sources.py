@@ -93,12 +93,30 @@ def list_class_files(data_root: str, label: str) -> list[ImageFile]:
     return sorted(files, key=lambda f: f.uri)
 
 
+class StorageUnreachableError(RuntimeError):
+    """The storage itself (S3 endpoint, network) failed, not the file: the run must fail and retry,
+    never record valid images as rejected."""
+
+
 def read_bytes(uri: str) -> bytes:
-    if is_s3(uri):
-        bucket, key = split_s3(uri)
-        return _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-    with open(uri, "rb") as handle:
-        return handle.read()
+    """The file's bytes. FileNotFoundError when it is gone; StorageUnreachableError when S3 is."""
+    if not is_s3(uri):
+        with open(uri, "rb") as handle:
+            return handle.read()
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(uri)
+    client = _s3_client()
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            raise FileNotFoundError(f"{uri} no longer exists") from error
+        raise StorageUnreachableError(f"S3 refused {uri} at {client.meta.endpoint_url}: {error}") from error
+    except BotoCoreError as error:
+        raise StorageUnreachableError(
+            f"S3 endpoint {client.meta.endpoint_url} unreachable for {uri}: {error}"
+        ) from error
 
 
 def class_dir_name(label: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,24 @@ def bomb_jpeg(width: int = 60000, height: int = 60000) -> bytes:
     return bytes(data)
 
 
-# name -> (bytes, expected status, expected reason prefix or None)
+def bomb_png(width: int = 50000, height: int = 50000) -> bytes:
+    """A small PNG whose IHDR declares a huge size (CRC recomputed, so only the size is wrong)."""
+    data = bytearray(encode(_image("RGB", (1, 1)), "PNG"))
+    struct.pack_into(">II", data, 16, width, height)  # 8-byte signature, length, b"IHDR", then the size
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def transparent_palette_png() -> bytes:
+    """A palette image whose index 0 is transparent (composited on white when converted)."""
+    image = _image("P", (100, 100), color=0)
+    image.paste(5, (0, 0, 50, 100))
+    return encode(image, "PNG", transparency=0)
+
+
+# name -> (bytes, expected status, expected reason prefix or None).
+# JPEG cannot carry alpha or a palette (Pillow refuses to write RGBA/P as JPEG), so RGBA and palette
+# images come as PNG; an RGBA PNG *named* .jpg is a format mismatch like any other.
 def bad_and_odd_files() -> dict[str, tuple[bytes, str, str | None]]:
     jpeg = valid_jpeg()
     return {
@@ -50,12 +68,18 @@ def bad_and_odd_files() -> dict[str, tuple[bytes, str, str | None]]:
         "png_inside.jpg": (encode(_image("RGB"), "PNG"), "rejected", "format_mismatch: PNG content in a .jpg"),
         "webp_inside.jpg": (encode(_image("RGB"), "WEBP"), "rejected", "format_mismatch: WEBP content in a .jpg"),
         "bomb.jpg": (bomb_jpeg(), "rejected", "too_large"),
+        "bomb.png": (bomb_png(), "rejected", "too_large"),
+        "rgba_inside.jpg": (encode(_image("RGBA"), "PNG"), "rejected", "format_mismatch: PNG content in a .jpg"),
+        "readme.txt": (b"class notes\n", "rejected", "unsupported_file"),
         ".DS_Store": (b"\x00\x00\x00\x01Bud1" + b"\x00" * 32, "rejected", "unsupported_file"),
         "Thumbs.db": (b"\xd0\xcf\x11\xe0" + b"\x00" * 60, "rejected", "unsupported_file"),
         "grey.jpg": (encode(_image("L"), "JPEG"), "ok", None),
         "cmyk.jpg": (encode(_image("CMYK"), "JPEG"), "ok", None),
         "rgba.png": (encode(_image("RGBA"), "PNG"), "ok", None),
         "palette.png": (encode(_image("P"), "PNG"), "ok", None),
+        "palette_transparent.png": (transparent_palette_png(), "ok", None),
+        "rgb.webp": (encode(_image("RGB"), "WEBP"), "ok", None),
+        "UPPER.JPG": (valid_jpeg(seed=1), "ok", None),
         "large_200x150.jpg": (valid_jpeg((200, 150)), "ok", None),
         "fine.jpg": (jpeg, "ok", None),
     }

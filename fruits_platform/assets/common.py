@@ -5,13 +5,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 import threading
 import time
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from dagster import BackfillPolicy, DataVersion, MetadataValue, ResourceParam, TableColumn, TableSchema
+from dagster import (
+    BackfillPolicy,
+    Backoff,
+    DataVersion,
+    Failure,
+    MetadataValue,
+    ResourceParam,
+    RetryPolicy,
+    TableColumn,
+    TableSchema,
+)
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -24,12 +35,14 @@ StepLauncherParam = ResourceParam[Any]
 GROUP = "fruit_features"
 OWNERS = ["team:data-platform"]
 
-# Per-class assets: one run covers a whole backfill (one SparkSession, one Spark job per asset).
+# Per-class assets: one run covers a whole backfill (one SparkSession, one Spark job per asset);
+# a step failed by an unreachable storage (Failure with allow_retries) is retried after a pause.
 PER_CLASS = dict(
     partitions_def=fruit_classes,
     backfill_policy=BackfillPolicy.single_run(),
     group_name=GROUP,
     owners=OWNERS,
+    retry_policy=RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL),
 )
 
 LINEAGE_COLUMNS = {
@@ -144,3 +157,16 @@ def transform_classes(context, session, storage, source: str, target: str, trans
     dataset = storage.dataset(session, target)
     dataset.write(transform(storage.dataset(session, source).read(labels)), labels)
     return dataset.read(labels)
+
+
+@contextmanager
+def storage_failures():
+    """Turn a Spark job that died because the storage was unreachable into a clear, retryable Failure
+    (Spark buries the worker's error deep in its own message)."""
+    try:
+        yield
+    except Exception as error:
+        found = re.search(r"StorageUnreachableError: ([^\n]+)", str(error))
+        if found is None:
+            raise
+        raise Failure(description=f"Storage unreachable: {found.group(1)}", allow_retries=True) from error

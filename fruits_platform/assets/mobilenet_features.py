@@ -20,6 +20,7 @@ from fruits_platform.assets.common import (
     content_version,
     progress_logger,
     run_metadata,
+    storage_failures,
 )
 from fruits_platform.ml.mobilenet import FEATURE_DIM
 from fruits_platform.resources.model import MobileNetWeights
@@ -99,7 +100,7 @@ def mobilenet_features(
     progress = session.sparkContext.accumulator(0)
     embedded = embed_images(session, to_embed, embed_count, broadcast, progress)
     features = embedded if reused is None else embedded.unionByName(reused)
-    with progress_logger(context.log, embed_count, progress):
+    with progress_logger(context.log, embed_count, progress), storage_failures():
         dataset.write(
             features.select("uri", "label", "split", "sha256", "features", F.lit(signature).alias("model_signature")),
             labels,

@@ -12,6 +12,7 @@ from fruits_platform.assets.common import (
     column_schema,
     content_version,
     run_metadata,
+    storage_failures,
 )
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.spark.featurize import catalogue_images
@@ -56,7 +57,8 @@ def raw_images(
     session = spark.spark_session
     files = storage.class_files(labels)
     dataset = storage.dataset(session, "raw_images")
-    dataset.write(catalogue_images(session, files), labels)
+    with storage_failures():
+        dataset.write(catalogue_images(session, files), labels)
 
     written = dataset.read(labels)
     counts = {row["status"]: row["count"] for row in written.groupBy("status").count().collect()}

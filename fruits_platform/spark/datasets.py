@@ -4,8 +4,10 @@ same code serves local folders (file://) and S3 on EMR (s3://).
 Layout: `<output-root>/<asset>/<class-dir>/part-*.parquet`, one folder per class (partition),
 named by `class_dir_name` (safe and unique). A write goes to `<asset>/_staging/<uuid>/` first and
 each class folder is then swapped in by rename; the previous version is kept in `_trash/` until the
-new one is in place, and restored from there if a run died between the two renames. Readers such as
-`pyarrow.dataset.dataset(<output-root>/<asset>)` and Spark skip `_`-prefixed folders.
+new one is in place, and restored from there (by the next read or write of the asset) if a run died
+between the two renames. A failed Spark write deletes its staging folder; a killed process leaves it
+behind, harmless. Readers such as `pyarrow.dataset.dataset(<output-root>/<asset>)` and Spark skip
+`_`-prefixed folders.
 """
 
 from __future__ import annotations
@@ -113,14 +115,21 @@ class PartitionedDataset:
         recover_interrupted(self.fs, self.root)
         staging = f"{self.root}/_staging/{uuid.uuid4().hex}"
         folder_of = F.create_map(*[F.lit(v) for label in labels for v in (label, class_dir_name(label))])
-        (
-            frame.where(F.col("label").isin(labels))
-            .withColumn(DIR_COLUMN, folder_of[F.col("label")])
-            .repartition(DIR_COLUMN)
-            .sortWithinPartitions("uri")
-            .write.partitionBy(DIR_COLUMN)
-            .parquet(staging)
-        )
+        try:
+            (
+                frame.where(F.col("label").isin(labels))
+                .withColumn(DIR_COLUMN, folder_of[F.col("label")])
+                .repartition(DIR_COLUMN)
+                # Sorted by folder first: that is the order the partitioned writer requires, so Spark adds
+                # no sort of its own (which would replace the uri order and make reruns differ).
+                .sortWithinPartitions(DIR_COLUMN, "uri")
+                .write.partitionBy(DIR_COLUMN)
+                .parquet(staging)
+            )
+        except BaseException:
+            # Nothing was swapped: every class keeps its previous version; drop the partial write.
+            self.fs.delete(staging)
+            raise
         for label in labels:
             staged = f"{staging}/{DIR_COLUMN}={class_dir_name(label)}"
             if not self.fs.exists(staged):  # a class with no rows still gets a (schema-only) file

@@ -42,7 +42,7 @@ RECORD_COLUMNS = ["size_bytes", "sha256", "format", "width", "height", "mode", "
 def _inspect_one(uri: str) -> dict:
     try:
         data = read_bytes(uri)
-    except Exception as error:  # vanished or unreadable: recorded, the batch goes on
+    except OSError as error:  # this file vanished or cannot be read: recorded, the batch goes on
         return dict(status="rejected", reason=f"unreadable: {type(error).__name__}: {error}"[:300])
     return inspect_image(uri, data).as_dict()
 
