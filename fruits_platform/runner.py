@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, execute_job, materialize, reconstructable
 
 from fruits_platform.partitions import fruit_classes, split_usable
 from fruits_platform.sources import list_classes
@@ -11,7 +11,8 @@ from fruits_platform.sources import list_classes
 PER_CLASS_FIRST = ["raw_images", "mobilenet_features"]
 GLOBAL = ["feature_model"]
 PER_CLASS_AFTER = ["scaled_features", "pca_features"]
-ASSET_ORDER = PER_CLASS_FIRST + GLOBAL + PER_CLASS_AFTER
+EVALUATION = ["feature_quality"]  # global, over every class: runs last
+ASSET_ORDER = PER_CLASS_FIRST + GLOBAL + PER_CLASS_AFTER + EVALUATION
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -55,31 +56,47 @@ def first_error_line(result) -> str:
             error = event.step_failure_data.error
             while error.cause is not None and "Error occurred while executing" in error.message:
                 error = error.cause
-            return f"{event.step_key}: {error.message.strip().splitlines()[0]}"
+            message = error.message.strip().splitlines()[0]
+            return f"{event.step_key}: {message.removeprefix('dagster._core.definitions.events.Failure: ')}"
     return "the run failed"
 
 
 def materialize_classes(
-    instance: DagsterInstance, resources: dict, classes: list[str], assets=None, log_level: str = "INFO"
+    instance: DagsterInstance, resources: dict | None, classes: list[str], assets=None, log_level: str = "INFO"
 ) -> list:
     """Materialize every asset for `classes` (registered already): one run when they form one key
-    range, else per-range runs around a single `feature_model` run. Returns the run results."""
-    from fruits_platform.definitions import defs
+    range, else per-range runs around a single `feature_model` run. Returns the run results.
+
+    With `resources`, the assets run in this process with them (`materialize`); without, the code
+    location's own job and resources run (`execute_job` on a reconstructable job, which is what the
+    EMR step launcher needs)."""
+    from fruits_platform.definitions import defs, fruit_features_job
 
     assets = assets or [defs.get_assets_def(key) for key in ASSET_ORDER]
     ranges = contiguous_ranges(instance.get_dynamic_partitions(fruit_classes.name), set(classes))
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
     def run(selection: list[str], keys: list[str] | None):
         tags = {RANGE_START: keys[0], RANGE_END: keys[-1]} if keys else {}
-        result = materialize(
-            assets,
-            selection=selection,
-            instance=instance,
-            resources=resources,
-            tags=tags,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        )
+        if resources is None:
+            result = execute_job(
+                reconstructable(fruit_features_job),
+                instance=instance,
+                asset_selection=[AssetKey(name) for name in selection],
+                tags=tags,
+                run_config=run_config,
+                raise_on_error=False,
+            )
+        else:
+            result = materialize(
+                assets,
+                selection=selection,
+                instance=instance,
+                resources=resources,
+                tags=tags,
+                raise_on_error=False,
+                run_config=run_config,
+            )
         if not result.success:
             raise MaterializationError(f"run {result.run_id} failed at {first_error_line(result)}")
         return result
@@ -88,7 +105,8 @@ def materialize_classes(
         return [run(ASSET_ORDER, ranges[0])]  # the usual case: one run, one SparkSession
     results = [run(PER_CLASS_FIRST, keys) for keys in ranges]
     results.append(run(GLOBAL, None))
-    return results + [run(PER_CLASS_AFTER, keys) for keys in ranges]
+    results += [run(PER_CLASS_AFTER, keys) for keys in ranges]
+    return results + [run(EVALUATION, None)]
 
 
 def latest_metadata(results, asset_name: str) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -20,6 +21,22 @@ REAL_WEIGHTS = Path(
 )
 FULL_SAMPLE = REPO.parent / "shared" / "data" / "fruits360-sample"
 
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# Spark's Python workers inherit the environment of the JVM, which starts once per test session:
+# the tests' S3 endpoint (a moto server that tests start and stop) and fake credentials are set now.
+S3_TEST_PORT = free_port()
+os.environ.update(
+    AWS_ENDPOINT_URL=f"http://127.0.0.1:{S3_TEST_PORT}",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+)
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
