@@ -7,17 +7,22 @@ loads: `transform_features(model, frame)` turns a frame with a `features` array 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCA, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
 
 FEATURES_VECTOR = "features_vector"
 SCALED_VECTOR = "scaled_vector"
 PCA_VECTOR = "pca_vector"
+K_RULES = ("variance", "accuracy")  # how k is chosen when no fixed k is given
+# k values tried by the accuracy rule, smallest first (capped at the number of usable components).
+ACCURACY_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1280)
+VALIDATION_EVERY = 4  # the accuracy rule holds out every 4th Training image of each class (25 %)
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,11 @@ class ReductionSummary:
     training_rows: int
     explained_variance: list[float]  # per kept component, as fractions of the total variance
     spectrum: list[float]  # every component that could be computed (for the scree plot)
+    k_rule: str = "variance"  # "fixed", "variance" or "accuracy"
+    # The accuracy rule's evidence: 1-NN accuracy on the held-out Training images per k tried, and unreduced.
+    validation_accuracy: dict[int, float] = field(default_factory=dict)
+    validation_full_accuracy: float | None = None
+    validation_images: int = 0
 
     @property
     def cumulative_variance(self) -> list[float]:
@@ -44,10 +54,102 @@ def choose_k(spectrum: list[float], fixed_k: int | None, variance_threshold: flo
     return int(reached[0]) + 1 if len(reached) else len(spectrum)
 
 
+def validation_split(training: DataFrame, every: int = VALIDATION_EVERY) -> tuple[DataFrame, DataFrame]:
+    """A deterministic stratified split of the Training rows: per class, ordered by image hash (then uri),
+    every `every`-th row is held out for validation (classes with fewer rows keep them all for fitting)."""
+    rank = F.row_number().over(Window.partitionBy("label").orderBy("sha256", "uri"))
+    ranked = training.withColumn("_rank", rank)
+    held_out = F.col("_rank") % every == 0
+    return ranked.where(~held_out).drop("_rank"), ranked.where(held_out).drop("_rank")
+
+
+def choose_k_by_accuracy(
+    fit_x: np.ndarray,
+    fit_y: np.ndarray,
+    validation_x: np.ndarray,
+    validation_y: np.ndarray,
+    components: np.ndarray,
+    tolerance: float,
+    candidates=ACCURACY_CANDIDATES,
+) -> tuple[int, dict[int, float], float]:
+    """The smallest k whose 1-NN (Euclidean) validation accuracy on the first k principal components is
+    within `tolerance` of the accuracy on the unreduced (scaled) features.
+
+    `fit_x`/`validation_x` are scaled features, `components` the (dimension, k_max) principal axes fitted
+    on `fit_x`. Returns (k, {k tried: accuracy}, unreduced accuracy); when no candidate reaches the target,
+    the most accurate one tried."""
+    from fruits_platform.ml.quality import nearest_neighbour_predict
+
+    if not 0 <= tolerance <= 1:
+        raise ValueError(f"accuracy tolerance must be in [0, 1], got {tolerance}")
+    if len(validation_y) == 0:
+        raise ValueError(
+            f"choosing k by accuracy holds out every {VALIDATION_EVERY}th Training image of each class: "
+            f"at least one class needs {VALIDATION_EVERY} Training images"
+        )
+
+    def accuracy(fit, validation) -> float:
+        return float(np.mean(nearest_neighbour_predict(fit, fit_y, validation) == validation_y))
+
+    full = accuracy(fit_x, validation_x)
+    k_max = components.shape[1]
+    fit_projected, validation_projected = fit_x @ components, validation_x @ components
+    tried: dict[int, float] = {}
+    for k in sorted({min(k, k_max) for k in candidates}):
+        tried[k] = accuracy(fit_projected[:, :k], validation_projected[:, :k])
+        if tried[k] >= full - tolerance - 1e-12:
+            return k, tried, full
+    return max(tried, key=lambda k: (tried[k], -k)), tried, full
+
+
+def _k_by_accuracy(training: DataFrame, tolerance: float) -> tuple[int, dict[int, float], float, int]:
+    """Fit scaler + PCA on 3/4 of the Training rows, choose k by 1-NN accuracy on the other 1/4.
+    The Test split is never looked at. The data (Training only, 1280 floats per image) is collected."""
+    fit, validation = validation_split(training)
+    columns = [array_to_vector("features").alias(FEATURES_VECTOR), "label"]
+    fit, validation = fit.select(*columns).cache(), validation.select(*columns)
+    try:
+        rows = fit.count()
+        scaler = StandardScaler(inputCol=FEATURES_VECTOR, outputCol=SCALED_VECTOR, withMean=True, withStd=True)
+        scaler_model = scaler.fit(fit)
+        scaled_fit = scaler_model.transform(fit)
+        dimension = len(fit.first()[FEATURES_VECTOR])
+        pca = PCA(k=min(dimension, rows), inputCol=SCALED_VECTOR, outputCol=PCA_VECTOR).fit(scaled_fit)
+        usable = max(1, sum(1 for value in pca.explainedVariance.toArray() if value > 1e-9))
+        components = pca.pc.toArray()[:, :usable]
+
+        def collect(frame):
+            table = scaler_model.transform(frame).select("label", vector_to_array(SCALED_VECTOR).alias("x")).toArrow()
+            x = table.column("x").combine_chunks().flatten().to_numpy().reshape(table.num_rows, dimension)
+            return x, np.asarray(table.column("label").to_pylist())
+
+        fit_x, fit_y = collect(fit)
+        validation_x, validation_y = collect(validation)
+    finally:
+        fit.unpersist()
+    k, tried, full = choose_k_by_accuracy(fit_x, fit_y, validation_x, validation_y, components, tolerance)
+    return k, tried, full, len(validation_y)
+
+
 def fit_feature_model(
-    training: DataFrame, fixed_k: int | None = None, variance_threshold: float = 0.95
+    training: DataFrame,
+    fixed_k: int | None = None,
+    variance_threshold: float = 0.95,
+    k_rule: str = "variance",
+    accuracy_tolerance: float = 0.01,
 ) -> tuple[PipelineModel, ReductionSummary]:
-    """Fit scaler and PCA on `training` (a frame with a `features` array column)."""
+    """Fit scaler and PCA on `training` (a frame with a `features` array column).
+
+    k: `fixed_k` when given; else by `k_rule`: "variance" (smallest k reaching `variance_threshold`) or
+    "accuracy" (smallest k whose 1-NN accuracy on held-out Training images is within `accuracy_tolerance`
+    of the unreduced features'; needs `label`, `sha256` and `uri` columns)."""
+    if k_rule not in K_RULES:
+        raise ValueError(f"k rule must be one of {', '.join(K_RULES)}, got {k_rule!r}")
+    by_accuracy = not fixed_k and k_rule == "accuracy"
+    validation: dict[int, float] = {}
+    full_accuracy, validation_images = None, 0
+    if by_accuracy:
+        fixed_k, validation, full_accuracy, validation_images = _k_by_accuracy(training, accuracy_tolerance)
     vectors = training.select(array_to_vector("features").alias(FEATURES_VECTOR)).cache()
     try:
         rows = vectors.count()
@@ -71,6 +173,10 @@ def fit_feature_model(
         training_rows=rows,
         explained_variance=[float(v) for v in pca_model.explainedVariance.toArray()],
         spectrum=spectrum,
+        k_rule="accuracy" if by_accuracy else ("fixed" if fixed_k else "variance"),
+        validation_accuracy=validation,
+        validation_full_accuracy=full_accuracy,
+        validation_images=validation_images,
     )
     return PipelineModel(stages=[scaler_model, pca_model]), summary
 

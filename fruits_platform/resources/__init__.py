@@ -49,7 +49,10 @@ def model_resources() -> dict:
             weights=_setting("FRUITS_WEIGHTS", "imagenet"), image_size=_setting("FRUITS_IMAGE_SIZE", 224)
         ),
         "reduction": ReductionSettings(
-            pca_k=_setting("FRUITS_PCA_K", 0), variance_threshold=_setting("FRUITS_PCA_VARIANCE", 0.95)
+            pca_k=_setting("FRUITS_PCA_K", 0),
+            variance_threshold=_setting("FRUITS_PCA_VARIANCE", 0.95),
+            k_rule=_setting("FRUITS_PCA_K_RULE", "variance"),
+            accuracy_tolerance=_setting("FRUITS_PCA_ACCURACY_TOLERANCE", 0.01),
         ),
     }
 

@@ -1,0 +1,177 @@
+"""`feature_quality`: how well the features separate the fruit classes, and what the PCA reduction costs."""
+
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import functions as F
+
+from fruits_platform.assets.common import GROUP, OWNERS, StepLauncherParam, Stopwatch, content_version, png_markdown
+from fruits_platform.assets.feature_model import load_feature_model, materialized_classes, weights_source
+from fruits_platform.ml.quality import CLASSIFIERS, LOGREG, NEAREST, QualityReport, evaluate_features
+from fruits_platform.ml.reduction import model_fingerprint
+from fruits_platform.resources.model import ReductionSettings
+from fruits_platform.resources.storage import FruitsStorage
+
+NAMES = {LOGREG: "logistic regression", NEAREST: "1-NN (Euclidean)"}
+FEATURES = {"pca": "PCA", "scaled": "scaled 1280-d"}
+
+
+def accuracy_curve_plot(report: QualityReport) -> MetadataValue:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted(report.curve)
+    figure, axis = plt.subplots(figsize=(7, 3.8))
+    for classifier, colour in zip(CLASSIFIERS, ["#2f7ed8", "#e4572e"]):
+        axis.plot(ks, [report.curve[k][classifier] for k in ks], marker="o", color=colour, label=NAMES[classifier])
+        axis.axhline(
+            report.accuracy(classifier, "scaled"),
+            color=colour,
+            linestyle="--",
+            linewidth=1,
+            label=f"{NAMES[classifier]}, unreduced",
+        )
+    axis.axvline(report.pca_k, color="#555555", linestyle=":", linewidth=1, label=f"model k = {report.pca_k}")
+    if report.variance_k != report.pca_k:
+        axis.axvline(
+            report.variance_k, color="#999999", linestyle="-.", linewidth=1, label=f"variance k = {report.variance_k}"
+        )
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(ks, [str(k) for k in ks])
+    axis.set_xlabel("principal components kept (k)")
+    axis.set_ylabel("Test accuracy")
+    axis.set_title(f"Accuracy vs k ({len(report.classes)} classes, {report.test_images} Test images)")
+    axis.legend(fontsize=7, loc="lower right")
+    try:
+        return png_markdown(figure, "Accuracy vs k")
+    finally:
+        plt.close(figure)
+
+
+def per_class_table(report: QualityReport) -> MetadataValue:
+    keys = [(c, f) for c in CLASSIFIERS for f in FEATURES]
+    support = report.scores[keys[0]].support
+    header = "| class | Test images | " + " | ".join(f"{NAMES[c]}, {FEATURES[f]}" for c, f in keys) + " |"
+    lines = [header, "|" + "---|" * (len(keys) + 2)]
+    per_class = {key: report.scores[key].per_class_accuracy for key in keys}
+    for name in report.classes:
+        cells = [f"{per_class[key][name]:.3f}" if name in per_class[key] else "n/a" for key in keys]
+        lines.append(f"| {name} | {support[name]} | " + " | ".join(cells) + " |")
+    return MetadataValue.md("\n".join(lines))
+
+
+def confused_pairs_table(report: QualityReport, top: int = 10) -> tuple[MetadataValue, dict]:
+    lines = ["| classifier | class A | class B | A predicted as B | B predicted as A |", "|---|---|---|---|---|"]
+    values = {}
+    for classifier in CLASSIFIERS:
+        pairs = report.scores[(classifier, "pca")].confused_pairs(top)
+        values[classifier] = [list(pair) for pair in pairs]
+        lines += [f"| {NAMES[classifier]}, PCA | {a} | {b} | {ab} | {ba} |" for a, b, ab, ba in pairs]
+    if all(not pairs for pairs in values.values()):
+        lines.append("| (no confusion) | | | | |")
+    return MetadataValue.md("\n".join(lines)), values
+
+
+@asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    deps=["pca_features", "scaled_features", "feature_model"],
+    kinds={"spark", "pyspark.ml"},
+    tags={"layer": "evaluation"},
+    code_version="1",
+    description=(
+        "How well the features separate the fruit classes: a logistic regression (pyspark.ml) and a 1-nearest-"
+        "neighbour classifier (Euclidean) trained on the Training split and scored on the Test split, on "
+        "`pca_features` and on the unreduced `scaled_features` (the cost of the reduction), with macro-F1, "
+        "per-class accuracy, the most confused pairs, and the accuracy-vs-k curve of a PCA refitted on the "
+        "Training split (to choose k by accuracy, see FRUITS_PCA_K_RULE). Records which weights produced the "
+        "features. Covers every registered class whose pca_features exist."
+    ),
+)
+def feature_quality(
+    context: AssetExecutionContext,
+    spark: LazyPySparkResource,
+    pyspark_step_launcher: StepLauncherParam,
+    storage: FruitsStorage,
+    reduction: ReductionSettings,
+) -> MaterializeResult:
+    stopwatch = Stopwatch()
+    session = spark.spark_session
+    pca, scaled = storage.dataset(session, "pca_features"), storage.dataset(session, "scaled_features")
+    classes = [label for label in materialized_classes(context, pca) if scaled.exists(label)]
+    if not classes:
+        raise Failure(description="No class has pca_features yet: materialize pca_features first.")
+    model = load_feature_model(storage)
+    k = model.stages[1].getK()
+    frame = pca.read(classes).join(scaled.read(classes).select("uri", "scaled_features"), "uri")
+    stale = frame.where(F.size("pca_features") != k).select("label").distinct().collect()
+    if stale:
+        names = ", ".join(repr(row[0]) for row in stale[:5])
+        raise Failure(description=f"pca_features of {names} predate feature_model (k={k}): re-materialize them.")
+    signatures = [
+        row[0]
+        for row in storage.dataset(session, "mobilenet_features")
+        .read(classes)
+        .select("model_signature")
+        .distinct()
+        .collect()
+    ]
+    signature = ",".join(sorted(signatures))
+    try:
+        report = evaluate_features(frame, variance_threshold=reduction.variance_threshold)
+    except ValueError as error:
+        raise Failure(description=f"Cannot evaluate the features: {error}") from error
+
+    tolerance = reduction.accuracy_tolerance
+    scores = {
+        f"{metric}_{classifier}_{features}": MetadataValue.float(
+            round(getattr(report.scores[(classifier, features)], metric), 4)
+        )
+        for classifier in CLASSIFIERS
+        for features in FEATURES
+        for metric in ("accuracy", "macro_f1")
+    }
+    curve = {str(k): {c: round(v, 4) for c, v in accuracies.items()} for k, accuracies in sorted(report.curve.items())}
+    by_accuracy = {
+        f"smallest_k_within_tolerance_{classifier}": MetadataValue.int(
+            report.smallest_k_within(classifier, tolerance) or 0
+        )
+        for classifier in CLASSIFIERS
+    }
+    pairs_table, pairs = confused_pairs_table(report)
+    return MaterializeResult(
+        metadata={
+            "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
+            **scores,
+            "chance_accuracy": MetadataValue.float(round(1 / len(report.classes), 4)),
+            "reduction_cost_logreg": MetadataValue.float(
+                round(report.accuracy(LOGREG, "scaled") - report.accuracy(LOGREG, "pca"), 4)
+            ),
+            "reduction_cost_1nn": MetadataValue.float(
+                round(report.accuracy(NEAREST, "scaled") - report.accuracy(NEAREST, "pca"), 4)
+            ),
+            "per_class_accuracy": per_class_table(report),
+            "confused_pairs": pairs_table,
+            "confused_pairs_values": MetadataValue.json(pairs),
+            "accuracy_vs_k": MetadataValue.json(curve),
+            "accuracy_vs_k_plot": accuracy_curve_plot(report),
+            **by_accuracy,
+            "accuracy_tolerance": MetadataValue.float(tolerance),
+            "pca_k": MetadataValue.int(report.pca_k),
+            "variance_k": MetadataValue.int(report.variance_k),
+            "variance_threshold": MetadataValue.float(report.variance_threshold),
+            "model_signature": MetadataValue.text(signature),
+            "weights_source": MetadataValue.text(
+                weights_source(context.instance, signatures[0]) if len(signatures) == 1 else "mixed"
+            ),
+            "feature_model_fingerprint": MetadataValue.text(model_fingerprint(model)),
+            "classes": MetadataValue.int(len(report.classes)),
+            "class_names": MetadataValue.json(report.classes),
+            "training_images": MetadataValue.int(report.training_images),
+            "test_images": MetadataValue.int(report.test_images),
+            "dagster/row_count": MetadataValue.int(report.test_images),
+        },
+        # Inputs: the evaluated rows, the fitted model and the weights that produced the features.
+        data_version=content_version(frame, ["uri", "sha256", "split"], salt=f"{model_fingerprint(model)}|{signature}"),
+    )

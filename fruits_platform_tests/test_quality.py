@@ -1,0 +1,257 @@
+"""`feature_quality` and the pure functions behind it, on real images, checked against independent NumPy
+computations (brute-force 1-NN, metrics counted by hand); incremental featurization counted in metadata."""
+
+import shutil
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from dagster import instance_for_test, materialize
+
+from fruits_platform.ml.quality import LOGREG, NEAREST, evaluate_features, logistic_regression_predict, score
+from fruits_platform.ml.reduction import choose_k_by_accuracy, validation_split
+from fruits_platform.resources.storage import FruitsStorage
+from fruits_platform.runner import RANGE_END, RANGE_START, latest_metadata, materialize_classes, register_classes
+from fruits_platform_tests.conftest import FULL_SAMPLE, SAMPLE_CLASSES, SAMPLE_ROOT, copy_classes
+from fruits_platform_tests.test_pipeline import resources
+
+
+def run_graph(root, data, weights, **reduction):
+    (root / "home").mkdir()
+    with instance_for_test(temp_dir=str(root / "home")) as instance:
+        selected, _ = register_classes(instance, str(data))
+        results = materialize_classes(instance, resources(data, root / "out", weights, **reduction), selected)
+    return {"out": root / "out", "data": data, "results": results, "classes": selected}
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory, spark, real_weights_path):
+    """The whole graph, feature_quality included, on the bundled real sample with the real weights."""
+    root = tmp_path_factory.mktemp("quality_real")
+    return run_graph(root, copy_classes(root / "data", SAMPLE_CLASSES), real_weights_path)
+
+
+# On the 6 bundled classes even random weights separate the fruits (measured: 95.8% vs 100%), so the
+# real-vs-random contrast uses many classes: all 119 of the shared sample, 2 Training + 2 Test images each
+# (measured beforehand with NumPy: 1-NN 82% real vs 66% random; chance 0.8%).
+CONTRAST_PER_SPLIT = 2
+
+
+def contrast_run(tmp_path_factory, weights):
+    if not FULL_SAMPLE.is_dir():
+        pytest.skip(f"the 119-class sample is not at {FULL_SAMPLE}")
+    root = tmp_path_factory.mktemp("quality_contrast")
+    classes = sorted(p.name for p in (FULL_SAMPLE / "Training").iterdir())
+    data = copy_classes(root / "data", classes, source=FULL_SAMPLE, per_split=CONTRAST_PER_SPLIT)
+    return run_graph(root, data, weights)
+
+
+@pytest.fixture(scope="module")
+def contrast_real(tmp_path_factory, spark, real_weights_path):
+    return contrast_run(tmp_path_factory, real_weights_path)
+
+
+@pytest.fixture(scope="module")
+def contrast_random(tmp_path_factory, spark):
+    return contrast_run(tmp_path_factory, "random:0")
+
+
+def feature_frame(spark, run):
+    storage = FruitsStorage(data_root=str(run["data"]), output_root=str(run["out"]))
+    pca = storage.dataset(spark, "pca_features").read(run["classes"])
+    scaled = storage.dataset(spark, "scaled_features").read(run["classes"]).select("uri", "scaled_features")
+    return pca.join(scaled, "uri")
+
+
+def numpy_features(run):
+    pca = ds.dataset(f"{run['out']}/pca_features").to_table().sort_by("uri")
+    scaled = ds.dataset(f"{run['out']}/scaled_features").to_table().sort_by("uri")
+    assert pca.column("uri").equals(scaled.column("uri"))
+    stack = lambda column: np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float64)
+    return {
+        "label": np.array(pca.column("label").to_pylist()),
+        "training": np.array(pca.column("split").to_pylist()) == "Training",
+        "pca": stack(pca.column("pca_features")),
+        "scaled": stack(scaled.column("scaled_features")),
+    }
+
+
+# ---------------------------------------------------------------- independent reference computations
+
+
+def brute_force_1nn(train_x, train_y, test_x):
+    predicted = []
+    for row in test_x:
+        distances = [np.sqrt(((row - other) ** 2).sum()) for other in train_x]
+        predicted.append(train_y[int(np.argmin(distances))])
+    return np.array(predicted)
+
+
+def metrics_by_hand(true, predicted):
+    labels = sorted(set(true) | set(predicted))
+    f1 = []
+    for label in labels:
+        tp = sum(1 for t, p in zip(true, predicted) if t == label and p == label)
+        fp = sum(1 for t, p in zip(true, predicted) if t != label and p == label)
+        fn = sum(1 for t, p in zip(true, predicted) if t == label and p != label)
+        f1.append(2 * tp / (2 * tp + fp + fn))
+    per_class = {
+        label: sum(1 for t, p in zip(true, predicted) if t == label and p == label) / list(true).count(label)
+        for label in set(true)
+    }
+    return sum(1 for t, p in zip(true, predicted) if t == p) / len(true), sum(f1) / len(f1), per_class
+
+
+def numpy_pca(training_scaled, k):
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(training_scaled, rowvar=False))
+    return eigenvectors[:, np.argsort(eigenvalues)[::-1][:k]]
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_scores_from_a_hand_made_confusion():
+    # true 0 0 1 1 2 / predicted 0 1 1 1 0: F1 = 2/4, 4/5, 0 -> macro 13/30; per class 1/2, 1, 0
+    scores = score(["a", "b", "c"], [0, 0, 1, 1, 2], [0, 1, 1, 1, 0])
+    assert scores.accuracy == pytest.approx(3 / 5)
+    assert scores.macro_f1 == pytest.approx(13 / 30)
+    assert scores.per_class_accuracy == {"a": 0.5, "b": 1.0, "c": 0.0}
+    assert scores.confused_pairs() == [("a", "b", 1, 0), ("a", "c", 0, 1)]
+
+
+@pytest.mark.parametrize("run_name", ["real", "contrast_random"])  # 100% accurate / many errors
+def test_evaluation_matches_independent_computation(run_name, request, spark):
+    run = request.getfixturevalue(run_name)
+    x = numpy_features(run)
+    train, test = x["training"], ~x["training"]
+    report = evaluate_features(feature_frame(spark, run), ks=(3, 8))
+    assert report.classes == sorted(set(x["label"]))
+    assert (report.training_images, report.test_images) == (train.sum(), test.sum())
+    references = {}
+    for features in ("pca", "scaled"):
+        predicted = brute_force_1nn(x[features][train], x["label"][train], x[features][test])
+        accuracy, macro_f1, per_class = metrics_by_hand(list(x["label"][test]), list(predicted))
+        scores = report.scores[(NEAREST, features)]
+        assert scores.accuracy == pytest.approx(accuracy)
+        assert scores.macro_f1 == pytest.approx(macro_f1)
+        assert scores.per_class_accuracy == pytest.approx(per_class)
+        references[features] = accuracy
+    # The curve: 1-NN on the first k components of a PCA fitted (by NumPy here) on the Training rows.
+    for k in (3, 8):
+        components = numpy_pca(x["scaled"][train], k)
+        projected = x["scaled"] @ components
+        predicted = brute_force_1nn(projected[train], x["label"][train], projected[test])
+        assert report.curve[k][NEAREST] == pytest.approx(np.mean(predicted == x["label"][test]))
+    assert report.pca_k == x["pca"].shape[1] and report.pca_k in report.curve
+    # Logistic regression: Spark's model, the metrics recomputed by hand from its predictions.
+    frame = feature_frame(spark, run)
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
+
+    index = {c: float(i) for i, c in enumerate(report.classes)}
+    frame = frame.withColumn(
+        "label_index", F.create_map(*[F.lit(v) for kv in index.items() for v in kv])[F.col("label")]
+    )
+    frame = frame.withColumn("v", array_to_vector("pca_features"))
+    true, predicted = logistic_regression_predict(frame.where("split = 'Training'"), frame.where("split = 'Test'"), "v")
+    accuracy, macro_f1, _ = metrics_by_hand(list(true), list(predicted))
+    assert report.scores[(LOGREG, "pca")].accuracy == pytest.approx(accuracy)
+    assert report.scores[(LOGREG, "pca")].macro_f1 == pytest.approx(macro_f1)
+
+
+def test_real_weights_far_above_chance_on_the_bundled_sample(real, real_weights_path):
+    good = latest_metadata(real["results"], "feature_quality")
+    assert good["classes"] == len(SAMPLE_CLASSES) and good["chance_accuracy"] == pytest.approx(1 / 6, abs=1e-3)
+    for classifier in ("logreg", "1nn"):
+        for features in ("pca", "scaled"):
+            assert good[f"accuracy_{classifier}_{features}"] >= 0.9  # chance: 0.167
+            assert good[f"macro_f1_{classifier}_{features}"] >= 0.9
+    # Which weights produced the features is recorded.
+    assert good["weights_source"] == f"file:{real_weights_path}"
+    assert (
+        f"/{latest_metadata(real['results'], 'mobilenet_features')['weights_fingerprint']}/" in good["model_signature"]
+    )
+    # Metadata the UI shows.
+    assert good["accuracy_vs_k_plot"].startswith("![Accuracy vs k](data:image/png;base64,")
+    assert good["per_class_accuracy"].count("\n") == len(SAMPLE_CLASSES) + 1
+    assert set(good["accuracy_vs_k"]) >= {"16", "32", str(good["pca_k"])}
+    assert good["test_images"] == 4 * len(SAMPLE_CLASSES) and good["training_images"] == 12 * len(SAMPLE_CLASSES)
+
+
+def test_random_weights_far_below_real_weights(contrast_real, contrast_random):
+    good = latest_metadata(contrast_real["results"], "feature_quality")
+    bad = latest_metadata(contrast_random["results"], "feature_quality")
+    assert good["classes"] == bad["classes"] == 119 and good["test_images"] == bad["test_images"] == 238
+    assert bad["weights_source"] == "random:0" and good["model_signature"] != bad["model_signature"]
+    for classifier in ("logreg", "1nn"):
+        for features in ("pca", "scaled"):
+            accuracy = f"accuracy_{classifier}_{features}"
+            assert good[accuracy] >= 0.7  # chance: 1/119 = 0.008
+            assert bad[accuracy] <= good[accuracy] - 0.08, (accuracy, good[accuracy], bad[accuracy])
+
+
+def test_k_by_accuracy_uses_held_out_training_only(spark, real):
+    features = ds.dataset(f"{real['out']}/mobilenet_features").to_table()
+    frame = spark.createDataFrame(features.select(["uri", "label", "split", "sha256", "features"]).to_pandas())
+    training = frame.where("split = 'Training'")
+    fit, validation = validation_split(training)
+    counts = {r["label"]: r["count"] for r in validation.groupBy("label").count().collect()}
+    assert counts == {label: 3 for label in SAMPLE_CLASSES}  # every 4th of 12 per class
+    assert fit.join(validation, "uri").count() == 0 and fit.count() + validation.count() == training.count()
+    assert validation.where("split = 'Test'").count() == 0
+    # choose_k_by_accuracy returns the smallest k reaching the unreduced accuracy minus the tolerance.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 20)) * 4
+    fit_y, validation_y = np.repeat([0, 1, 2], 10), np.repeat([0, 1, 2], 4)
+    fit_x = centres[fit_y] + rng.normal(size=(30, 20))
+    validation_x = centres[validation_y] + rng.normal(size=(12, 20))
+    components = numpy_pca(fit_x - fit_x.mean(axis=0), 20)
+    k, tried, full = choose_k_by_accuracy(fit_x, fit_y, validation_x, validation_y, components, tolerance=0.0)
+    assert full == pytest.approx(np.mean(brute_force_1nn(fit_x, fit_y, validation_x) == validation_y))
+    assert tried[k] >= full and all(tried[j] < full for j in tried if j < k)
+
+
+def test_feature_model_with_k_by_accuracy(real, tmp_path):
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        register_classes(instance, str(real["data"]))
+        shutil.copytree(real["out"] / "raw_images", tmp_path / "out" / "raw_images")
+        shutil.copytree(real["out"] / "mobilenet_features", tmp_path / "out" / "mobilenet_features")
+        res = resources(real["data"], tmp_path / "out", "random:0", k_rule="accuracy", accuracy_tolerance=0.0)
+        from fruits_platform.definitions import defs
+
+        result = materialize(
+            [defs.get_assets_def("feature_model")], instance=instance, resources=res, raise_on_error=True
+        )
+    metadata = latest_metadata([result], "feature_model")
+    tried = {int(k): v for k, v in metadata["validation_accuracy_by_k"].items()}
+    assert metadata["k_rule"].startswith("accuracy") and metadata["validation_images"] == 3 * len(SAMPLE_CLASSES)
+    assert metadata["pca_k"] == min(k for k, v in tried.items() if v >= metadata["validation_accuracy_unreduced"])
+
+
+def test_incremental_featurization_counts_model_work(tmp_path, spark):
+    from fruits_platform.definitions import defs
+
+    source = FULL_SAMPLE if FULL_SAMPLE.is_dir() else SAMPLE_ROOT
+    classes = ["Kiwi", "Pepino"] if FULL_SAMPLE.is_dir() else ["Avocado", "Lemon"]
+    data = copy_classes(tmp_path / "data", classes, source=source, per_split=2)
+    assets = [defs.get_assets_def(name) for name in ["raw_images", "mobilenet_features"]]
+    res = resources(data, tmp_path / "out", "random:0")
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        register_classes(instance, str(data))
+
+        def embedded(keys):
+            result = materialize(
+                assets, instance=instance, resources=res, tags={RANGE_START: keys[0], RANGE_END: keys[-1]}
+            )
+            return latest_metadata([result], "mobilenet_features")
+
+        assert embedded(classes)["images_embedded"] == 8
+        unchanged = embedded(classes[:1])
+        assert (unchanged["images_embedded"], unchanged["images_reused"]) == (0, 4)
+        new = sorted((source / "Training" / classes[1]).iterdir())[2:5]  # k = 3 images not there yet
+        for file in new:
+            shutil.copy(file, data / "Training" / classes[1] / file.name)
+        grown = embedded(classes[1:])
+        assert (grown["images_embedded"], grown["images_reused"]) == (3, 4)
