@@ -24,6 +24,7 @@ def _configure_environment(args) -> None:
         ("FRUITS_IMAGE_SIZE", args.image_size),
         ("FRUITS_PCA_K", args.pca_k),
         ("FRUITS_PCA_VARIANCE", args.variance_threshold),
+        ("FRUITS_PCA_K_RULE", args.k_rule),
     ]:
         if value is not None:
             os.environ[name] = str(value)
@@ -60,6 +61,9 @@ def materialize_command(args) -> int:
         "images_reused",
         "pca_k",
         "explained_variance_total",
+        "accuracy_logreg_pca",
+        "accuracy_1nn_pca",
+        "accuracy_logreg_scaled",
         "weights_source",
         "runtime_seconds",
     ]
@@ -91,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--image-size", type=int, help="model input size: 96, 128, 160, 192 or 224 (default)")
     mat.add_argument("--pca-k", type=int, help="fixed number of components (default: by variance threshold)")
     mat.add_argument("--variance-threshold", type=float, help="explained-variance target (default 0.95)")
+    mat.add_argument("--k-rule", choices=["variance", "accuracy"], help="how k is chosen when --pca-k is not given")
     mat.set_defaults(handler=materialize_command)
     reqs = commands.add_parser("emr-requirements", help="print the pinned dependencies for bootstrap/install.sh")
     reqs.set_defaults(handler=requirements_command)

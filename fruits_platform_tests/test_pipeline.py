@@ -141,7 +141,7 @@ def test_metadata_and_checks_are_recorded(pipeline):
         for r in results
         for e in r.get_asset_materialization_events()
     }
-    assert all(versions.values()) and len(versions) == 5, versions
+    assert all(versions.values()) and len(versions) == 6, versions
 
 
 def test_rerun_gives_identical_content_and_reuses_embeddings(pipeline):

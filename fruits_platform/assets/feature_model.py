@@ -1,11 +1,14 @@
 """`feature_model`: StandardScaler + PCA fitted once on the Training split of every materialized class."""
 
 import uuid
+from dataclasses import asdict
 
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
+    AutomationCondition,
     DataVersion,
     Failure,
     MaterializeResult,
@@ -16,13 +19,20 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import GROUP, OWNERS, StepLauncherParam, Stopwatch, pca_metadata
-from fruits_platform.ml.reduction import explained_variance_valid, fit_feature_model, model_fingerprint
+from fruits_platform.assets.common import GROUP, OWNERS, StepLauncherParam, Stopwatch, content_version, pca_metadata
+from fruits_platform.ml.reduction import (
+    K_RULES,
+    ReductionSummary,
+    explained_variance_valid,
+    fit_feature_model,
+    model_fingerprint,
+)
 from fruits_platform.partitions import fruit_classes
 from fruits_platform.resources.model import ReductionSettings
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.spark.datasets import HadoopFs, qualify, replace_directory
+from fruits_platform.spark.datasets import HadoopFs, qualify, read_json, replace_directory, write_json
 
+FIT_RECORD = "fit_record"  # what the saved model was fitted on, beside its stages
 CHECK_VARIANCE = "explained_variance_in_range"
 
 
@@ -39,6 +49,19 @@ def materialized_classes(context: AssetExecutionContext, dataset) -> list[str]:
     return [label for label in context.instance.get_dynamic_partitions(fruit_classes.name) if dataset.exists(label)]
 
 
+def weights_source(instance, signature: str, lookback: int = 200) -> str:
+    """The weights source ("file:...", "imagenet", "random:0") recorded by the latest mobilenet_features
+    materialization whose weights fingerprint is the one in `signature` (mobilenet_v2/<fingerprint>/...)."""
+    parts = signature.split("/")
+    fingerprint = parts[1] if len(parts) > 1 else ""
+    records = instance.fetch_materializations(AssetKey("mobilenet_features"), limit=lookback).records
+    for record in records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if fingerprint and getattr(metadata.get("weights_fingerprint"), "value", None) == fingerprint:
+            return str(metadata["weights_source"].value)
+    return "unknown"
+
+
 @asset(
     group_name=GROUP,
     owners=OWNERS,
@@ -46,12 +69,15 @@ def materialized_classes(context: AssetExecutionContext, dataset) -> list[str]:
     kinds={"spark", "pyspark.ml"},
     tags={"layer": "model"},
     code_version="1",
+    automation_condition=AutomationCondition.eager(),
     check_specs=[AssetCheckSpec(CHECK_VARIANCE, asset="feature_model", description="Explained variance in (0, 1]")],
     description=(
         "The fitted Spark PipelineModel (StandardScaler with mean and std, then PCA) that maps a 1280-d "
         "MobileNetV2 embedding to k components. Fitted once over the Training split of every materialized "
-        "class together, so that the components separate classes; k is fixed (FRUITS_PCA_K) or the smallest "
-        "reaching the explained-variance threshold (FRUITS_PCA_VARIANCE, default 0.95). The app loads it "
+        "class together, so that the components separate classes; k is fixed (FRUITS_PCA_K), or the smallest "
+        "reaching the explained-variance threshold (FRUITS_PCA_VARIANCE, default 0.95), or with "
+        "FRUITS_PCA_K_RULE=accuracy the smallest whose 1-NN accuracy on held-out Training images is within "
+        "FRUITS_PCA_ACCURACY_TOLERANCE of the unreduced features'. The app loads it "
         "with `PipelineModel.load` and transforms a new photo's embedding in one call."
     ),
 )
@@ -75,14 +101,43 @@ def feature_model(
             description="mobilenet_features of different classes were computed with different weights or settings "
             f"({', '.join(signatures)}); re-materialize mobilenet_features for all classes with the same weights."
         )
-    model, summary = fit_feature_model(
-        features.where(F.col("split") == "Training"), reduction.pca_k or None, reduction.variance_threshold
-    )
+    if reduction.k_rule not in K_RULES:
+        raise Failure(description=f"k_rule (FRUITS_PCA_K_RULE) must be one of {', '.join(K_RULES)}")
+    training = features.where(F.col("split") == "Training")
     target = model_path(storage)
-    staged = f"{target.rsplit('/', 1)[0]}/_staging/feature_model-{uuid.uuid4().hex}"
-    model.write().overwrite().save(staged)
-    replace_directory(HadoopFs(session, target), staged, target)
-
+    # Same Training images, weights and settings as the saved model: reuse it, so that reruns give
+    # identical outputs (a refit may differ in the last bits, and PCA components may flip sign).
+    settings = (reduction.pca_k, reduction.variance_threshold, reduction.k_rule, reduction.accuracy_tolerance)
+    fit_inputs = content_version(training, ["uri", "sha256"], salt=f"{signatures}|{settings}").value
+    record = read_json(session, f"{target}/{FIT_RECORD}")
+    if record and record["inputs"] == fit_inputs:
+        context.log.info("Training images, weights and settings unchanged: the fitted model is reused")
+        model, summary = PipelineModel.load(target), ReductionSummary(**record["summary"])
+    else:
+        try:
+            model, summary = fit_feature_model(
+                training,
+                reduction.pca_k or None,
+                reduction.variance_threshold,
+                k_rule=reduction.k_rule,
+                accuracy_tolerance=reduction.accuracy_tolerance,
+            )
+        except ValueError as error:
+            raise Failure(description=str(error)) from error
+        staged = f"{target.rsplit('/', 1)[0]}/_staging/feature_model-{uuid.uuid4().hex}"
+        model.write().overwrite().save(staged)
+        write_json(session, f"{staged}/{FIT_RECORD}", {"inputs": fit_inputs, "summary": asdict(summary)})
+        replace_directory(HadoopFs(session, target), staged, target)
+    selection = {}
+    if summary.k_rule == "accuracy":
+        selection = {
+            "accuracy_tolerance": MetadataValue.float(reduction.accuracy_tolerance),
+            "validation_images": MetadataValue.int(summary.validation_images),
+            "validation_accuracy_unreduced": MetadataValue.float(round(summary.validation_full_accuracy, 4)),
+            "validation_accuracy_by_k": MetadataValue.json(
+                {str(k): round(v, 4) for k, v in summary.validation_accuracy.items()}
+            ),
+        }
     return MaterializeResult(
         metadata={
             "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
@@ -90,8 +145,10 @@ def feature_model(
             "classes": MetadataValue.int(len(classes)),
             "training_images": MetadataValue.int(summary.training_rows),
             "model_signature": MetadataValue.text(signatures[0] if signatures else ""),
+            "weights_source": MetadataValue.text(weights_source(context.instance, signatures[0] if signatures else "")),
             "variance_threshold": MetadataValue.float(reduction.variance_threshold),
-            "k_rule": MetadataValue.text(f"fixed k={reduction.pca_k}" if reduction.pca_k else "variance threshold"),
+            "k_rule": MetadataValue.text(reduction.describe()),
+            **selection,
             "path": MetadataValue.path(target),
             **pca_metadata(summary.explained_variance, summary.spectrum),
         },

@@ -85,5 +85,5 @@ def pca_features(
                 metadata={"k": pca.getK(), "min_dim": stats["min_dim"], "max_dim": stats["max_dim"]},
             )
         ],
-        data_version=content_version(written, ["uri", "sha256"], salt=model_fingerprint(model)),
+        data_version=content_version(written, ["uri", "sha256"], salt=f"pca_features/{model_fingerprint(model)}"),
     )

@@ -61,5 +61,5 @@ def scaled_features(
     rows = written.count()
     return MaterializeResult(
         metadata=run_metadata(stopwatch, rows, SCHEMA, dimension=MetadataValue.int(len(model.stages[0].mean))),
-        data_version=content_version(written, ["uri", "sha256"], salt=model_fingerprint(model)),
+        data_version=content_version(written, ["uri", "sha256"], salt=f"scaled_features/{model_fingerprint(model)}"),
     )

@@ -136,3 +136,19 @@ class PartitionedDataset:
                 self.spark.createDataFrame([], frame.schema).coalesce(1).write.parquet(staged)
             replace_directory(self.fs, staged, self.path(label))
         self.fs.delete(staging)
+
+
+def write_json(spark: SparkSession, path: str, value) -> None:
+    """A small JSON document as a one-line text dataset (works wherever Spark writes)."""
+    import json
+
+    spark.createDataFrame([(json.dumps(value),)], "value string").coalesce(1).write.text(path)
+
+
+def read_json(spark: SparkSession, path: str):
+    """The document `write_json` wrote, or None if there is none."""
+    import json
+
+    if not HadoopFs(spark, path).exists(path):
+        return None
+    return json.loads("".join(row.value for row in spark.read.text(path, wholetext=True).collect()))
