@@ -46,14 +46,15 @@ PER_CLASS = dict(
 )
 
 LINEAGE_COLUMNS = {
-    "uri": "Location of the image file (local path or s3:// URI)",
-    "label": "Fruit class: the class folder's name (also the partition key)",
-    "split": "Fruits-360 split: Training or Test",
+    "uri": ("string", "Location of the image file (local path or s3:// URI)"),
+    "label": ("string", "Fruit class: the class folder's name (also the partition key)"),
+    "split": ("string", "Fruits-360 split: Training or Test"),
 }
 
 
 def column_schema(columns: dict[str, tuple[str, str]]) -> TableSchema:
-    """{name: (type, description)} -> the TableSchema shown in the UI's column view."""
+    """The lineage columns every row carries, then {name: (type, description)}: the UI's column view."""
+    columns = {**LINEAGE_COLUMNS, **columns}
     return TableSchema(columns=[TableColumn(name, kind, description) for name, (kind, description) in columns.items()])
 
 

@@ -12,7 +12,6 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
-    LINEAGE_COLUMNS,
     PER_CLASS,
     StepLauncherParam,
     Stopwatch,
@@ -29,9 +28,6 @@ from fruits_platform.spark.featurize import embed_images
 
 SCHEMA = column_schema(
     {
-        "uri": ("string", LINEAGE_COLUMNS["uri"]),
-        "label": ("string", LINEAGE_COLUMNS["label"]),
-        "split": ("string", LINEAGE_COLUMNS["split"]),
         "sha256": ("string", "SHA-256 of the image bytes the vector was computed from"),
         "features": ("list<float32>[1280]", "MobileNetV2 global-average-pooled embedding (ImageNet preprocessing)"),
         "model_signature": ("string", "Weights fingerprint, input size and preprocessing that produced the vector"),

@@ -12,7 +12,6 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
-    LINEAGE_COLUMNS,
     PER_CLASS,
     StepLauncherParam,
     Stopwatch,
@@ -28,9 +27,6 @@ from fruits_platform.resources.storage import FruitsStorage
 
 SCHEMA = column_schema(
     {
-        "uri": ("string", LINEAGE_COLUMNS["uri"]),
-        "label": ("string", LINEAGE_COLUMNS["label"]),
-        "split": ("string", LINEAGE_COLUMNS["split"]),
         "sha256": ("string", "SHA-256 of the image bytes"),
         "pca_features": ("list<float32>[k]", "Coordinates on the first k principal components"),
     }

@@ -5,7 +5,6 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
-    LINEAGE_COLUMNS,
     PER_CLASS,
     StepLauncherParam,
     Stopwatch,
@@ -19,9 +18,6 @@ from fruits_platform.spark.featurize import catalogue_images
 
 SCHEMA = column_schema(
     {
-        "uri": ("string", LINEAGE_COLUMNS["uri"]),
-        "label": ("string", LINEAGE_COLUMNS["label"]),
-        "split": ("string", LINEAGE_COLUMNS["split"]),
         "size_bytes": ("long", "File size in bytes"),
         "sha256": ("string", "SHA-256 of the file's bytes (identifies the content)"),
         "format": ("string", "Image format found in the content (JPEG, PNG, WEBP), if any"),

@@ -4,7 +4,6 @@ from dagster import AssetExecutionContext, AutomationCondition, MaterializeResul
 from dagster_pyspark import LazyPySparkResource
 
 from fruits_platform.assets.common import (
-    LINEAGE_COLUMNS,
     PER_CLASS,
     StepLauncherParam,
     Stopwatch,
@@ -19,9 +18,6 @@ from fruits_platform.resources.storage import FruitsStorage
 
 SCHEMA = column_schema(
     {
-        "uri": ("string", LINEAGE_COLUMNS["uri"]),
-        "label": ("string", LINEAGE_COLUMNS["label"]),
-        "split": ("string", LINEAGE_COLUMNS["split"]),
         "sha256": ("string", "SHA-256 of the image bytes"),
         "scaled_features": ("list<float32>[1280]", "Embedding minus the Training mean, divided by the Training std"),
     }
