@@ -62,18 +62,30 @@ def first_error_line(result) -> str:
 
 
 def materialize_classes(
-    instance: DagsterInstance, resources: dict | None, classes: list[str], assets=None, log_level: str = "INFO"
+    instance: DagsterInstance,
+    resources: dict | None,
+    classes: list[str],
+    assets=None,
+    log_level: str = "INFO",
+    evaluate: bool = True,
 ) -> list:
-    """Materialize every asset for `classes` (registered already): one run when they form one key
-    range, else per-range runs around a single `feature_model` run. Returns the run results.
+    """Materialize the graph for `classes` (registered already) and keep every class consistent:
+    `classes` are catalogued and embedded, `feature_model` is fitted over all embedded classes, and
+    `scaled_features`/`pca_features` are refreshed for all of them (a refit changes every class's
+    outputs), then `feature_quality` unless `evaluate` is False. One run when that is one key range
+    (the usual case), else a run per step and range. Returns the run results.
 
     With `resources`, the assets run in this process with them (`materialize`); without, the code
     location's own job and resources run (`execute_job` on a reconstructable job, which is what the
     EMR step launcher needs)."""
     from fruits_platform.definitions import defs, fruit_features_job
 
-    assets = assets or [defs.get_assets_def(key) for key in ASSET_ORDER]
-    ranges = contiguous_ranges(instance.get_dynamic_partitions(fruit_classes.name), set(classes))
+    order = ASSET_ORDER if evaluate else [a for a in ASSET_ORDER if a not in EVALUATION]
+    assets = assets or [defs.get_assets_def(key) for key in order]
+    registered = instance.get_dynamic_partitions(fruit_classes.name)
+    embedded = instance.get_materialized_partitions(AssetKey("mobilenet_features"))
+    first = contiguous_ranges(registered, set(classes))
+    after = contiguous_ranges(registered, set(classes) | set(embedded))
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
     def run(selection: list[str], keys: list[str] | None):
@@ -101,12 +113,12 @@ def materialize_classes(
             raise MaterializationError(f"run {result.run_id} failed at {first_error_line(result)}")
         return result
 
-    if len(ranges) == 1:
-        return [run(ASSET_ORDER, ranges[0])]  # the usual case: one run, one SparkSession
-    results = [run(PER_CLASS_FIRST, keys) for keys in ranges]
+    if first == after and len(first) == 1:
+        return [run(order, first[0])]  # the usual case: one run, one SparkSession
+    results = [run(PER_CLASS_FIRST, keys) for keys in first]
     results.append(run(GLOBAL, None))
-    results += [run(PER_CLASS_AFTER, keys) for keys in ranges]
-    return results + [run(EVALUATION, None)]
+    results += [run(PER_CLASS_AFTER, keys) for keys in after]
+    return results + ([run(EVALUATION, None)] if evaluate else [])
 
 
 def latest_metadata(results, asset_name: str) -> dict:
