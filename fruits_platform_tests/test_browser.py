@@ -46,6 +46,8 @@ LAUNCH_BUTTON = re.compile(r"^Launch (1 run|backfill)$")
 
 try:
     from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)  # a loaded 2-core CI machine renders slowly
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
@@ -156,10 +158,13 @@ def test_ui_end_to_end(dagster_dev, artifacts):
             # 2. The partitions: the sensor registers the sample's class folders on its first tick.
             page.goto(f"{dagster_dev.url}/assets/raw_images?view=partitions")
             deadline = time.monotonic() + 120
-            while not page.get_by_text(SAMPLE_CLASSES[-1], exact=True).first.is_visible():
-                assert time.monotonic() < deadline, "the sensor registered no partition within 120 s"
-                page.wait_for_timeout(3_000)
-                page.reload()
+            while True:  # each check waits for the page to render before reloading
+                try:
+                    expect(page.get_by_text(SAMPLE_CLASSES[-1], exact=True).first).to_be_visible(timeout=10_000)
+                    break
+                except AssertionError:
+                    assert time.monotonic() < deadline, "the sensor registered no partition within 120 s"
+                    page.reload()
             expect(page.get_by_text(f"Missing ({len(SAMPLE_CLASSES)})")).to_be_visible()
             for name in SAMPLE_CLASSES:
                 expect(page.get_by_text(name, exact=True).first).to_be_visible()
@@ -175,13 +180,23 @@ def test_ui_end_to_end(dagster_dev, artifacts):
             # 3. Launch: filter the graph to pca_features and its upstream ("+key:pca_features"), then
             # "Materialize all…" -> the partition selector -> one class -> Launch.
             search = page.locator(".CodeMirror:visible").first
-            search.click()
-            page.keyboard.type(f"+key:{TARGET}", delay=60)
-            expect(search).to_contain_text(f"+key:{TARGET}")
-            page.keyboard.press("Enter")
-            page.wait_for_timeout(1_500)
-            page.get_by_role("button", name="Materialize all…").click()
+            query = f"+key:{TARGET}"
             dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+            for _ in range(3):  # the filter's autocomplete can swallow keystrokes: paste, type, check, retry
+                search.click()
+                page.keyboard.press("Control+A")
+                page.keyboard.press("Backspace")
+                page.keyboard.insert_text(query[:-1])
+                page.keyboard.type(query[-1], delay=100)
+                page.wait_for_timeout(500)
+                page.keyboard.press("Enter")
+                page.wait_for_timeout(1_500)
+                page.get_by_role("button", name="Materialize all…").click()
+                expect(dialog).to_be_visible()
+                if f"materialize {len(chain)} assets" in dialog.inner_text():
+                    break
+                dialog.get_by_role("button", name="Cancel").click()
+            expect(search).to_contain_text(query)
             expect(dialog).to_contain_text(f"materialize {len(chain)} assets")
             dialog.get_by_text("Select a partition or create one").click()
             page.get_by_text(CLASS, exact=True).first.click()
@@ -213,7 +228,9 @@ def test_ui_end_to_end(dagster_dev, artifacts):
                 expect(guide.get_by_text("Upstream assets")).to_be_visible()
                 expect(guide.get_by_text(GROUP, exact=True).first).to_be_visible()
                 text = guide.locator("body").inner_text()
-                assert squash(node.description) in squash(text), f"{name}: description not shown"
+                (artifacts / f"overview_{name}.txt").write_text(text)
+                # The overview may fold a long description: its opening must be there.
+                assert squash(node.description)[:120] in squash(text), f"{name}: description not shown"
                 for owner in node.owners:
                     assert owner.split(":", 1)[-1] in text, f"{name}: owner {owner} not shown"
                 schema = node.metadata.get("dagster/column_schema")

@@ -74,10 +74,10 @@ def weights_source(instance, signature: str, lookback: int = 200) -> str:
     description=(
         "The fitted Spark PipelineModel (StandardScaler with mean and std, then PCA) that maps a 1280-d "
         "MobileNetV2 embedding to k components. Fitted once over the Training split of every materialized "
-        "class together, so that the components separate classes; k is fixed (FRUITS_PCA_K), or the smallest "
-        "reaching the explained-variance threshold (FRUITS_PCA_VARIANCE, default 0.95), or with "
-        "FRUITS_PCA_K_RULE=accuracy the smallest whose 1-NN accuracy on held-out Training images is within "
-        "FRUITS_PCA_ACCURACY_TOLERANCE of the unreduced features'. The app loads it "
+        "class together, so that the components separate classes; k is fixed (`FRUITS_PCA_K`), or the smallest "
+        "reaching the explained-variance threshold (`FRUITS_PCA_VARIANCE`, default 0.95), or with "
+        "`FRUITS_PCA_K_RULE=accuracy` the smallest whose 1-NN accuracy on held-out Training images is within "
+        "`FRUITS_PCA_ACCURACY_TOLERANCE` of the unreduced features'. The app loads it "
         "with `PipelineModel.load` and transforms a new photo's embedding in one call."
     ),
 )

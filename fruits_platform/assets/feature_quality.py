@@ -85,8 +85,8 @@ def confused_pairs_table(report: QualityReport, top: int = 10) -> tuple[Metadata
         "neighbour classifier (Euclidean) trained on the Training split and scored on the Test split, on "
         "`pca_features` and on the unreduced `scaled_features` (the cost of the reduction), with macro-F1, "
         "per-class accuracy, the most confused pairs, and the accuracy-vs-k curve of a PCA refitted on the "
-        "Training split (to choose k by accuracy, see FRUITS_PCA_K_RULE). Records which weights produced the "
-        "features. Covers every registered class whose pca_features exist."
+        "Training split (to choose k by accuracy, see `FRUITS_PCA_K_RULE`). Records which weights produced the "
+        "features. Covers every registered class whose `pca_features` exist."
     ),
 )
 def feature_quality(
