@@ -227,6 +227,8 @@ def test_ui_end_to_end(dagster_dev, artifacts):
                 guide.goto(f"{dagster_dev.url}/assets/{name}?view=overview")
                 expect(guide.get_by_text("Upstream assets")).to_be_visible()
                 expect(guide.get_by_text(GROUP, exact=True).first).to_be_visible()
+                # The description section renders after the rest of the page: wait for its opening.
+                expect(guide.locator("body")).to_contain_text(squash(node.description)[:40])
                 text = guide.locator("body").inner_text()
                 (artifacts / f"overview_{name}.txt").write_text(text)
                 # The overview may fold a long description: its opening must be there.
