@@ -23,8 +23,8 @@ def accuracy_curve_plot(report: QualityReport) -> MetadataValue:
 
     ks = sorted(report.curve)
     figure, axis = plt.subplots(figsize=(7, 3.8))
+    axis.plot(ks, [report.curve[k][NEAREST] for k in ks], marker="o", color="#e4572e", label=NAMES[NEAREST])
     for classifier, colour in zip(CLASSIFIERS, ["#2f7ed8", "#e4572e"]):
-        axis.plot(ks, [report.curve[k][classifier] for k in ks], marker="o", color=colour, label=NAMES[classifier])
         axis.axhline(
             report.accuracy(classifier, "scaled"),
             color=colour,
@@ -84,7 +84,7 @@ def confused_pairs_table(report: QualityReport, top: int = 10) -> tuple[Metadata
         "How well the features separate the fruit classes: a logistic regression (pyspark.ml) and a 1-nearest-"
         "neighbour classifier (Euclidean) trained on the Training split and scored on the Test split, on "
         "`pca_features` and on the unreduced `scaled_features` (the cost of the reduction), with macro-F1, "
-        "per-class accuracy, the most confused pairs, and the accuracy-vs-k curve of a PCA refitted on the "
+        "per-class accuracy, the most confused pairs, and the 1-NN accuracy-vs-k curve of a PCA refitted on the "
         "Training split (to choose k by accuracy, see `FRUITS_PCA_K_RULE`). Records which weights produced the "
         "features. Covers every registered class whose `pca_features` exist."
     ),
@@ -134,10 +134,7 @@ def feature_quality(
     }
     curve = {str(k): {c: round(v, 4) for c, v in accuracies.items()} for k, accuracies in sorted(report.curve.items())}
     by_accuracy = {
-        f"smallest_k_within_tolerance_{classifier}": MetadataValue.int(
-            report.smallest_k_within(classifier, tolerance) or 0
-        )
-        for classifier in CLASSIFIERS
+        f"smallest_k_within_tolerance_{NEAREST}": MetadataValue.int(report.smallest_k_within(NEAREST, tolerance) or 0)
     }
     pairs_table, pairs = confused_pairs_table(report)
     return MaterializeResult(

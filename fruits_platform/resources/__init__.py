@@ -21,7 +21,9 @@ DEFAULT_OUTPUT_ROOT = "fruits_output"
 # one Arrow batch = one model batch, no UI port to collide with `dagster dev`.
 LOCAL_SPARK_CONFIG = {
     "spark.master": "local[*,4]",
-    "spark.driver.memory": "6g",
+    # Local mode: the driver JVM is the whole cluster. 3g fits the 9,520-image benchmark with room to
+    # spare (peak RSS of the process tree 6.2 GB with 3g vs 8.8 GB with 6g, same speed, measured).
+    "spark.driver.memory": os.getenv("FRUITS_SPARK_DRIVER_MEMORY", "3g"),
     "spark.sql.execution.arrow.maxRecordsPerBatch": "64",
     "spark.sql.shuffle.partitions": "16",
     "spark.sql.session.timeZone": "UTC",

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import os
+
 from dagster import ConfigurableResource, Failure
 from pydantic import Field, PrivateAttr
 
 from fruits_platform.ml.mobilenet import DEFAULT_IMAGE_SIZE, ModelWeights, WeightsUnavailableError, load_weights
+
+# Weights loaded by this process, reused by later runs in it (a `dagster dev` code server, the CLI's
+# successive runs, a backfill): loading builds a Keras model, ~3 s. Keyed by everything that identifies the
+# arrays: a local file by its path, size and mtime; s3:// URIs are not cached (the object may change).
+_LOADED: dict[tuple, ModelWeights] = {}
+
+
+def _cache_key(spec: str, image_size: int) -> tuple | None:
+    spec = spec.strip()
+    if spec.startswith("s3://"):
+        return None
+    if spec == "imagenet" or spec.startswith("random:"):
+        return (spec, image_size)
+    path = spec.removeprefix("file://")
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, image_size)
 
 
 class MobileNetWeights(ConfigurableResource):
@@ -21,10 +42,17 @@ class MobileNetWeights(ConfigurableResource):
     def load(self) -> ModelWeights:
         """Load once per process (on the driver); Spark broadcasts the arrays to the workers."""
         if self._loaded is None:
+            key = _cache_key(self.weights, self.image_size)
+            if key is not None and key in _LOADED:
+                self._loaded = _LOADED[key]
+                return self._loaded
             try:
                 self._loaded = load_weights(self.weights, self.image_size)
             except (WeightsUnavailableError, ValueError) as error:
                 raise Failure(description=str(error), allow_retries=False) from error
+            if key is not None:
+                _LOADED.clear()  # one set of weights at a time: they are tens of MB
+                _LOADED[key] = self._loaded
         return self._loaded
 
 

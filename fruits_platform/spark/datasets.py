@@ -119,7 +119,10 @@ class PartitionedDataset:
             (
                 frame.where(F.col("label").isin(labels))
                 .withColumn(DIR_COLUMN, folder_of[F.col("label")])
-                .repartition(DIR_COLUMN)
+                # An explicit partition count: Spark's adaptive execution would coalesce a plain
+                # repartition(column) of small data into one or a few tasks that write every class's file
+                # in turn (measured on 119 classes: writing scaled_features 4.8 s -> 3.1 s).
+                .repartition(min(len(labels), 2 * self.spark.sparkContext.defaultParallelism), DIR_COLUMN)
                 # Sorted by folder first: that is the order the partitioned writer requires, so Spark adds
                 # no sort of its own (which would replace the uri order and make reruns differ).
                 .sortWithinPartitions(DIR_COLUMN, "uri")
