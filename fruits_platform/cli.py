@@ -41,7 +41,14 @@ def materialize_command(args) -> int:
 
     from dagster import DagsterInstance
 
-    from fruits_platform.runner import ASSET_ORDER, latest_metadata, materialize_classes, register_classes
+    from fruits_platform.runner import (
+        ASSET_ORDER,
+        EVALUATION,
+        MIN_EVALUATED_CLASSES,
+        latest_metadata,
+        materialize_classes,
+        register_classes,
+    )
 
     wanted = [name.strip() for name in args.classes.split(",") if name.strip()] if args.classes else None
     instance = DagsterInstance.get()
@@ -69,6 +76,9 @@ def materialize_command(args) -> int:
     ]
     for asset_name in ASSET_ORDER:
         metadata = latest_metadata(results, asset_name)
+        if not metadata and asset_name in EVALUATION:
+            print(f"  {asset_name:<20} skipped: the evaluation needs at least {MIN_EVALUATED_CLASSES} classes")
+            continue
         print(f"  {asset_name:<20} " + ", ".join(f"{k}={metadata[k]}" for k in shown if k in metadata))
     for name, reason in refused.items():
         print(f"  skipped class folder {name!r}: {reason}")

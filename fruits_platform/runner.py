@@ -12,6 +12,7 @@ PER_CLASS_FIRST = ["raw_images", "mobilenet_features"]
 GLOBAL = ["feature_model"]
 PER_CLASS_AFTER = ["scaled_features", "pca_features"]
 EVALUATION = ["feature_quality"]  # global, over every class: runs last
+MIN_EVALUATED_CLASSES = 2
 ASSET_ORDER = PER_CLASS_FIRST + GLOBAL + PER_CLASS_AFTER + EVALUATION
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
@@ -72,7 +73,7 @@ def materialize_classes(
     """Materialize the graph for `classes` (registered already) and keep every class consistent:
     `classes` are catalogued and embedded, `feature_model` is fitted over all embedded classes, and
     `scaled_features`/`pca_features` are refreshed for all of them (a refit changes every class's
-    outputs), then `feature_quality` unless `evaluate` is False. One run when that is one key range
+    outputs), then `feature_quality` unless `evaluate` is False or fewer than 2 classes are embedded. One run when that is one key range
     (the usual case), else a run per step and range. Returns the run results.
 
     With `resources`, the assets run in this process with them (`materialize`); without, the code
@@ -80,10 +81,12 @@ def materialize_classes(
     EMR step launcher needs)."""
     from fruits_platform.definitions import defs, fruit_features_job
 
-    order = ASSET_ORDER if evaluate else [a for a in ASSET_ORDER if a not in EVALUATION]
-    assets = assets or [defs.get_assets_def(key) for key in order]
     registered = instance.get_dynamic_partitions(fruit_classes.name)
     embedded = instance.get_materialized_partitions(AssetKey("mobilenet_features"))
+    # A classifier needs two classes: with one, the features are computed and the evaluation skipped.
+    evaluate = evaluate and len(set(classes) | set(embedded)) >= MIN_EVALUATED_CLASSES
+    order = ASSET_ORDER if evaluate else [a for a in ASSET_ORDER if a not in EVALUATION]
+    assets = assets or [defs.get_assets_def(key) for key in order]
     first = contiguous_ranges(registered, set(classes))
     after = contiguous_ranges(registered, set(classes) | set(embedded))
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}

@@ -185,3 +185,15 @@ def test_weights_are_loaded_once_per_process_and_reloaded_when_the_file_changes(
     keras_model.save_weights(str(path))
     reloaded = MobileNetWeights(weights=str(path)).load()
     assert reloaded is not second and reloaded.fingerprint != first.fingerprint
+
+
+def test_a_single_class_is_featurized_and_its_evaluation_skipped(tmp_path, spark):
+    # One class is a valid dataset (the first photos of a new platform) but no classifier can be scored.
+    data = copy_classes(tmp_path / "data", ["Banana"], per_split=2)
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        selected, _ = register_classes(instance, str(data))
+        results = materialize_classes(instance, resources(data, tmp_path / "out", "random:0"), selected)
+    assert all(result.success for result in results)
+    assert latest_metadata(results, "pca_features")["dagster/row_count"] == 4
+    assert latest_metadata(results, "feature_quality") == {}
