@@ -73,8 +73,9 @@ def materialize_classes(
     """Materialize the graph for `classes` (registered already) and keep every class consistent:
     `classes` are catalogued and embedded, `feature_model` is fitted over all embedded classes, and
     `scaled_features`/`pca_features` are refreshed for all of them (a refit changes every class's
-    outputs), then `feature_quality` unless `evaluate` is False or fewer than 2 classes are embedded. One run when that is one key range
-    (the usual case), else a run per step and range. Returns the run results.
+    outputs), then `feature_quality` unless `evaluate` is False or fewer than 2 classes are embedded.
+    One run when that is one key range (the usual case), else a run per step and range. Returns the
+    run results.
 
     With `resources`, the assets run in this process with them (`materialize`); without, the code
     location's own job and resources run (`execute_job` on a reconstructable job, which is what the

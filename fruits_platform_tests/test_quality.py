@@ -119,6 +119,16 @@ def test_scores_from_a_hand_made_confusion():
     assert scores.confused_pairs() == [("a", "b", 1, 0), ("a", "c", 0, 1)]
 
 
+def test_evaluation_refuses_what_no_classifier_can_score(spark):
+    schema = "uri string, label string, split string, scaled_features array<float>, pca_features array<float>"
+    one_class = [(f"u{i}", "A", "Training" if i < 3 else "Test", [float(i), 1.0], [float(i)]) for i in range(4)]
+    with pytest.raises(ValueError, match="Training images of at least 2 classes"):
+        evaluate_features(spark.createDataFrame(one_class, schema))
+    no_test = [row for row in one_class if row[2] == "Training"] + [("v", "B", "Training", [0.0, 2.0], [2.0])]
+    with pytest.raises(ValueError, match="need Training and Test images, got 4 and 0"):
+        evaluate_features(spark.createDataFrame(no_test, schema))
+
+
 @pytest.mark.parametrize("run_name", ["real", "contrast_random"])  # 100% accurate / many errors
 def test_evaluation_matches_independent_computation(run_name, request, spark):
     run = request.getfixturevalue(run_name)

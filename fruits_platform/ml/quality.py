@@ -220,18 +220,18 @@ def evaluate_features(
         .cache()
     )
     try:
-        training, test = rows.where(F.col("split") == "Training"), rows.where(F.col("split") == "Test")
-        training_images, test_images = training.count(), test.count()
-        if training_images < 2 or test_images < 1:
-            raise ValueError(f"need Training and Test images, got {training_images} and {test_images}")
-        if training.select("label").distinct().count() < 2:
-            raise ValueError("a classifier needs Training images of at least 2 classes")
-
+        # Every row is collected once (1-NN and the curve run on the driver); counts and checks use it too.
         collected = arrays(rows, ["uri", "split", LABEL_INDEX, "scaled_features", "pca_features"])
         order = np.argsort(collected["uri"], kind="stable")  # a deterministic order (1-NN ties)
         collected = {name: values[order] for name, values in collected.items()}
         is_training = collected["split"] == "Training"
         labels = collected[LABEL_INDEX].astype(np.int64)
+        training_images, test_images = int(is_training.sum()), int((collected["split"] == "Test").sum())
+        if training_images < 2 or test_images < 1:
+            raise ValueError(f"need Training and Test images, got {training_images} and {test_images}")
+        if len(np.unique(labels[is_training])) < 2:
+            raise ValueError("a classifier needs Training images of at least 2 classes")
+        training, test = rows.where(F.col("split") == "Training"), rows.where(F.col("split") == "Test")
         scaled = collected["scaled_features"].astype(np.float64)
 
         def nearest(x):
