@@ -90,3 +90,22 @@ def test_random_valid_images_decode_like_pillow(width, height, mode, fmt, seed):
             expected_image = reference.convert("RGB")
         expected = np.asarray(expected_image.resize((48, 48), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(decode_rgb(data, 48), expected)
+
+
+def test_model_calls_of_any_batch_size_give_the_same_vectors():
+    from fruits_platform.ml.mobilenet import FeatureExtractor, load_weights
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(11, 96, 96, 3), dtype=np.uint8)
+    extractor = FeatureExtractor(load_weights("random:0", 96))
+    whole = extractor.featurize_arrays(images)  # one call for the 11 images
+    calls = []
+    predict = extractor.model.predict_on_batch
+    extractor.model.predict_on_batch = lambda batch: calls.append(len(batch)) or predict(batch)
+    extractor.batch_size = 4
+    in_fours = extractor.featurize_arrays(images)
+    assert calls == [4, 4, 3] and in_fours.shape == (11, 1280) and in_fours.dtype == np.float32
+    np.testing.assert_allclose(in_fours, whole, rtol=1e-4, atol=1e-6 * np.abs(whole).max())
+    assert extractor.featurize_arrays(images[:0]).shape == (0, 1280)
+    with pytest.raises(ValueError, match="batch_size"):
+        FeatureExtractor(load_weights("random:0", 96), batch_size=0)

@@ -9,7 +9,7 @@ import pytest
 from dagster import instance_for_test, materialize
 
 from fruits_platform.ml.quality import LOGREG, NEAREST, evaluate_features, logistic_regression_predict, score
-from fruits_platform.ml.reduction import choose_k_by_accuracy, validation_split
+from fruits_platform.ml.reduction import choose_k_by_accuracy, first_components, validation_split
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import RANGE_END, RANGE_START, latest_metadata, materialize_classes, register_classes
 from fruits_platform_tests.conftest import FULL_SAMPLE, SAMPLE_CLASSES, SAMPLE_ROOT, copy_classes
@@ -219,6 +219,33 @@ def test_k_by_accuracy_uses_held_out_training_only(spark, real):
     k, tried, full = choose_k_by_accuracy(fit_x, fit_y, validation_x, validation_y, components, tolerance=0.0)
     assert full == pytest.approx(np.mean(brute_force_1nn(fit_x, fit_y, validation_x) == validation_y))
     assert tried[k] >= full and all(tried[j] < full for j in tried if j < k)
+
+
+def test_first_components_is_what_a_fit_with_that_k_returns(spark, tmp_path):
+    from pyspark.ml import PipelineModel
+    from pyspark.ml.feature import PCA
+    from pyspark.ml.linalg import Vectors
+
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(40, 12)) @ rng.normal(size=(12, 12))  # correlated columns, distinct eigenvalues
+    frame = spark.createDataFrame([(Vectors.dense(row),) for row in rows], ["x"])
+    full = PCA(k=12, inputCol="x", outputCol="y").fit(frame)
+    direct = PCA(k=5, inputCol="x", outputCol="y").fit(frame)
+    truncated = first_components(full, 5)
+    assert truncated.getK() == 5 and truncated.getInputCol() == "x" and truncated.getOutputCol() == "y"
+    np.testing.assert_array_equal(truncated.pc.toArray(), direct.pc.toArray())
+    np.testing.assert_array_equal(truncated.explainedVariance.toArray(), direct.explainedVariance.toArray())
+    # It transforms like the fitted one, also once saved in a pipeline and loaded back.
+    PipelineModel(stages=[truncated]).save(str(tmp_path / "model"))
+    loaded = PipelineModel.load(str(tmp_path / "model"))
+    for model in (truncated, loaded):
+        projected = np.array([row.y.toArray() for row in model.transform(frame).orderBy("x").collect()])
+        expected = np.array([row.y.toArray() for row in direct.transform(frame).orderBy("x").collect()])
+        np.testing.assert_allclose(projected, expected, rtol=0, atol=1e-12)
+        assert projected.shape == (40, 5)
+    assert first_components(full, 12) is full
+    with pytest.raises(ValueError, match="k must be in"):
+        first_components(full, 0)
 
 
 def test_feature_model_with_k_by_accuracy(real, tmp_path):

@@ -80,12 +80,31 @@ def run_metadata(stopwatch: Stopwatch, rows: int, schema: TableSchema, images: i
     }
 
 
+def content_hash(columns: list[str], where=None):
+    """An aggregate column: a hash of the content of `columns` over the rows (those matching `where`),
+    independent of row order and of how Spark partitioned them."""
+    row_hash = F.sha2(F.concat_ws("\x1f", *[F.col(c).cast("string") for c in columns]), 256)
+    if where is not None:
+        row_hash = F.when(where, row_hash)  # collect_list skips the nulls
+    return F.sha2(F.concat_ws(",", F.sort_array(F.collect_list(row_hash))), 256)
+
+
+def data_version(content: str | None, salt: str = "") -> DataVersion:
+    return DataVersion(hashlib.sha256(f"{salt}|{content or ''}".encode()).hexdigest()[:24])
+
+
+def summarize(frame: DataFrame, version_columns: list[str], salt: str = "", **aggregates):
+    """Aggregates of `frame` and a data version from its content, in one Spark job (one small row to the
+    driver). Returns (row of the aggregates by name, DataVersion)."""
+    row = frame.agg(
+        *[column.alias(name) for name, column in aggregates.items()], content_hash(version_columns).alias("_v")
+    ).first()
+    return row, data_version(row["_v"], salt)
+
+
 def content_version(frame: DataFrame, columns: list[str], salt: str = "") -> DataVersion:
-    """A data version from the content itself, computed by Spark (one small row to the driver)."""
-    row_hashes = frame.select(F.sha2(F.concat_ws("\x1f", *[F.col(c).cast("string") for c in columns]), 256).alias("h"))
-    combined = row_hashes.agg(F.sha2(F.concat_ws(",", F.sort_array(F.collect_list("h"))), 256).alias("v")).first()
-    digest = hashlib.sha256(f"{salt}|{combined['v'] or ''}".encode()).hexdigest()
-    return DataVersion(digest[:24])
+    """A data version from the content itself, computed by Spark."""
+    return summarize(frame, columns, salt)[1]
 
 
 def png_markdown(figure, title: str) -> MetadataValue:

@@ -19,7 +19,15 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import GROUP, OWNERS, StepLauncherParam, Stopwatch, content_version, pca_metadata
+from fruits_platform.assets.common import (
+    GROUP,
+    OWNERS,
+    StepLauncherParam,
+    Stopwatch,
+    content_hash,
+    data_version,
+    pca_metadata,
+)
 from fruits_platform.ml.reduction import (
     K_RULES,
     ReductionSummary,
@@ -95,7 +103,12 @@ def feature_model(
     if not classes:
         raise Failure(description="No class has mobilenet_features yet: materialize mobilenet_features first.")
     features = embeddings.read(classes)
-    signatures = [row[0] for row in features.select("model_signature").distinct().collect()]
+    is_training = F.col("split") == "Training"
+    found = features.agg(
+        F.collect_set("model_signature").alias("signatures"),
+        content_hash(["uri", "sha256"], where=is_training).alias("training"),
+    ).first()
+    signatures = sorted(found["signatures"])
     if len(signatures) > 1:
         raise Failure(
             description="mobilenet_features of different classes were computed with different weights or settings "
@@ -103,12 +116,12 @@ def feature_model(
         )
     if reduction.k_rule not in K_RULES:
         raise Failure(description=f"k_rule (FRUITS_PCA_K_RULE) must be one of {', '.join(K_RULES)}")
-    training = features.where(F.col("split") == "Training")
+    training = features.where(is_training)
     target = model_path(storage)
     # Same Training images, weights and settings as the saved model: reuse it, so that reruns give
     # identical outputs (a refit may differ in the last bits, and PCA components may flip sign).
     settings = (reduction.pca_k, reduction.variance_threshold, reduction.k_rule, reduction.accuracy_tolerance)
-    fit_inputs = content_version(training, ["uri", "sha256"], salt=f"{signatures}|{settings}").value
+    fit_inputs = data_version(found["training"], salt=f"{signatures}|{settings}").value
     record = read_json(session, f"{target}/{FIT_RECORD}")
     if record and record["inputs"] == fit_inputs:
         context.log.info("Training images, weights and settings unchanged: the fitted model is reused")

@@ -16,10 +16,10 @@ from fruits_platform.assets.common import (
     StepLauncherParam,
     Stopwatch,
     column_schema,
-    content_version,
     progress_logger,
     run_metadata,
     storage_failures,
+    summarize,
 )
 from fruits_platform.ml.mobilenet import FEATURE_DIM
 from fruits_platform.resources.model import MobileNetWeights
@@ -86,7 +86,8 @@ def mobilenet_features(
         reused = images.join(known, "sha256", "inner")
     else:
         to_embed, reused = images, None
-    total, embed_count = images.count(), to_embed.count()
+    total = images.count()
+    embed_count = total if reused is None else to_embed.count()
     context.log.info(
         f"{total} ok image(s) in {len(labels)} class(es): {embed_count} to embed, {total - embed_count} reused; "
         f"weights {model_weights.source} ({model_weights.fingerprint}), {model_weights.image_size}px"
@@ -94,7 +95,7 @@ def mobilenet_features(
 
     broadcast = session.sparkContext.broadcast(model_weights)
     progress = session.sparkContext.accumulator(0)
-    embedded = embed_images(session, to_embed, embed_count, broadcast, progress)
+    embedded = embed_images(session, to_embed, embed_count, broadcast, progress, weights.batch_size)
     features = embedded if reused is None else embedded.unionByName(reused)
     with progress_logger(context.log, embed_count, progress), storage_failures():
         dataset.write(
@@ -104,13 +105,16 @@ def mobilenet_features(
     broadcast.unpersist()
 
     written = dataset.read(labels)
-    stats = written.agg(
-        F.count("*").alias("rows"),
-        F.countDistinct("uri").alias("distinct_uris"),
-        F.coalesce(F.min(F.size("features")), F.lit(FEATURE_DIM)).alias("min_dim"),
-        F.coalesce(F.max(F.size("features")), F.lit(FEATURE_DIM)).alias("max_dim"),
-        F.sum(F.exists("features", lambda x: F.isnan(x) | (F.abs(x) == float("inf"))).cast("int")).alias("bad"),
-    ).first()
+    stats, version = summarize(
+        written,
+        ["uri", "sha256"],
+        salt=signature,
+        rows=F.count("*"),
+        distinct_uris=F.countDistinct("uri"),
+        min_dim=F.coalesce(F.min(F.size("features")), F.lit(FEATURE_DIM)),
+        max_dim=F.coalesce(F.max(F.size("features")), F.lit(FEATURE_DIM)),
+        bad=F.sum(F.exists("features", lambda x: F.isnan(x) | (F.abs(x) == float("inf"))).cast("int")),
+    )
     non_finite = stats["bad"] or 0
     return MaterializeResult(
         metadata=run_metadata(
@@ -123,6 +127,7 @@ def mobilenet_features(
             weights_source=MetadataValue.text(model_weights.source),
             weights_fingerprint=MetadataValue.text(model_weights.fingerprint),
             image_size=MetadataValue.int(model_weights.image_size),
+            batch_size=MetadataValue.int(weights.batch_size),
         ),
         check_results=[
             AssetCheckResult(
@@ -136,5 +141,5 @@ def mobilenet_features(
                 metadata={"rows": stats["rows"], "distinct_uris": stats["distinct_uris"], "ok_images": total},
             ),
         ],
-        data_version=content_version(written, ["uri", "sha256"], salt=signature),
+        data_version=version,
     )

@@ -16,9 +16,9 @@ from fruits_platform.assets.common import (
     StepLauncherParam,
     Stopwatch,
     column_schema,
-    content_version,
     pca_metadata,
     run_metadata,
+    summarize,
     transform_classes,
 )
 from fruits_platform.assets.feature_model import load_feature_model
@@ -67,11 +67,14 @@ def pca_features(
         "pca_features",
         lambda frame: project(model, frame.select("uri", "label", "split", "sha256", "scaled_features")),
     )
-    stats = written.agg(
-        F.count("*").alias("rows"),
-        F.coalesce(F.min(F.size("pca_features")), F.lit(pca.getK())).alias("min_dim"),
-        F.coalesce(F.max(F.size("pca_features")), F.lit(pca.getK())).alias("max_dim"),
-    ).first()
+    stats, version = summarize(
+        written,
+        ["uri", "sha256"],
+        salt=f"pca_features/{model_fingerprint(model)}",
+        rows=F.count("*"),
+        min_dim=F.coalesce(F.min(F.size("pca_features")), F.lit(pca.getK())),
+        max_dim=F.coalesce(F.max(F.size("pca_features")), F.lit(pca.getK())),
+    )
     return MaterializeResult(
         metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, **pca_metadata(explained, explained)),
         check_results=[
@@ -81,5 +84,5 @@ def pca_features(
                 metadata={"k": pca.getK(), "min_dim": stats["min_dim"], "max_dim": stats["max_dim"]},
             )
         ],
-        data_version=content_version(written, ["uri", "sha256"], salt=f"pca_features/{model_fingerprint(model)}"),
+        data_version=version,
     )

@@ -9,9 +9,9 @@ from fruits_platform.assets.common import (
     StepLauncherParam,
     Stopwatch,
     column_schema,
-    content_version,
     run_metadata,
     storage_failures,
+    summarize,
 )
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.spark.featurize import catalogue_images
@@ -57,18 +57,24 @@ def raw_images(
         dataset.write(catalogue_images(session, files), labels)
 
     written = dataset.read(labels)
-    counts = {row["status"]: row["count"] for row in written.groupBy("status").count().collect()}
-    rejected = written.where(F.col("status") == "rejected").select("uri", "reason").orderBy("uri").limit(50).collect()
-    ok = counts.get("ok", 0)
-    context.log.info(f"{len(labels)} class(es): {ok} ok, {counts.get('rejected', 0)} rejected")
+    stats, version = summarize(
+        written, ["uri", "sha256", "status"], rows=F.count("*"), ok=F.count(F.when(F.col("status") == "ok", 1))
+    )
+    ok, rejected_count = stats["ok"], stats["rows"] - stats["ok"]
+    rejected = []
+    if rejected_count:
+        rejected = (
+            written.where(F.col("status") == "rejected").select("uri", "reason").orderBy("uri").limit(50).collect()
+        )
+    context.log.info(f"{len(labels)} class(es): {ok} ok, {rejected_count} rejected")
     return MaterializeResult(
         metadata=run_metadata(
             stopwatch,
-            sum(counts.values()),
+            stats["rows"],
             SCHEMA,
             classes=MetadataValue.json(labels) if len(labels) > 1 else MetadataValue.text(labels[0]),
             images_ok=MetadataValue.int(ok),
-            images_rejected=MetadataValue.int(counts.get("rejected", 0)),
+            images_rejected=MetadataValue.int(rejected_count),
             rejected_files=MetadataValue.md(
                 "| file | reason |\n|---|---|\n"
                 + "\n".join(f"| `{r['uri'].rsplit('/', 1)[-1]}` | {r['reason']} |" for r in rejected)
@@ -76,5 +82,5 @@ def raw_images(
             if rejected
             else MetadataValue.text("none"),
         ),
-        data_version=content_version(written, ["uri", "sha256", "status"]),
+        data_version=version,
     )

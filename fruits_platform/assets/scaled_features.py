@@ -2,14 +2,15 @@
 
 from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
     PER_CLASS,
     StepLauncherParam,
     Stopwatch,
     column_schema,
-    content_version,
     run_metadata,
+    summarize,
     transform_classes,
 )
 from fruits_platform.assets.feature_model import load_feature_model
@@ -54,8 +55,10 @@ def scaled_features(
         "scaled_features",
         lambda frame: scale(model, frame.select("uri", "label", "split", "sha256", "features")),
     )
-    rows = written.count()
+    stats, version = summarize(
+        written, ["uri", "sha256"], salt=f"scaled_features/{model_fingerprint(model)}", rows=F.count("*")
+    )
     return MaterializeResult(
-        metadata=run_metadata(stopwatch, rows, SCHEMA, dimension=MetadataValue.int(len(model.stages[0].mean))),
-        data_version=content_version(written, ["uri", "sha256"], salt=f"scaled_features/{model_fingerprint(model)}"),
+        metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, dimension=MetadataValue.int(len(model.stages[0].mean))),
+        data_version=version,
     )

@@ -25,6 +25,10 @@ DEFAULT_IMAGE_SIZE = 224
 SUPPORTED_IMAGE_SIZES = (96, 128, 160, 192, 224)
 # Bump when decode/resize/preprocess change: it invalidates features reused by content hash.
 PREPROCESS_VERSION = "rgb-bilinear-v1"
+# Images per model call on a Spark worker. On CPU, small batches keep MobileNetV2's activations in cache:
+# one TensorFlow thread, 224 px, measured on this 2-core machine with two such processes at once,
+# 8 -> 120-130 images/s per process, 64 -> 95 (the vectors agree to float rounding).
+DEFAULT_BATCH_SIZE = 8
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -128,20 +132,31 @@ def configure_threads(threads: int) -> None:
 
 
 class FeatureExtractor:
-    """A model built once (per process) from weights, applied to batches of images."""
+    """A model built once (per process) from weights, applied to batches of images.
 
-    def __init__(self, weights: ModelWeights):
+    `batch_size`: images per model call (None: the whole array given in one call)."""
+
+    def __init__(self, weights: ModelWeights, batch_size: int | None = None):
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.image_size = weights.image_size
+        self.batch_size = batch_size
         self.model = build_feature_extractor(weights.image_size)
         self.model.set_weights(list(weights.arrays))
 
     def featurize_arrays(self, images: np.ndarray) -> np.ndarray:
-        """(n, s, s, 3) uint8 RGB -> (n, 1280) float32, one predict call for the whole batch."""
+        """(n, s, s, 3) uint8 RGB -> (n, 1280) float32, in model calls of `batch_size` images."""
         if len(images) == 0:
             return np.zeros((0, FEATURE_DIM), dtype=np.float32)
         keras = _keras()
         inputs = keras.applications.mobilenet_v2.preprocess_input(images.astype(np.float32))
-        return np.asarray(self.model.predict_on_batch(inputs), dtype=np.float32)
+        step = self.batch_size or len(inputs)
+        return np.concatenate(
+            [
+                np.asarray(self.model.predict_on_batch(inputs[i : i + step]), dtype=np.float32)
+                for i in range(0, len(inputs), step)
+            ]
+        )
 
     def featurize_bytes(self, blobs: list[bytes]) -> np.ndarray:
         return self.featurize_arrays(decode_batch(blobs, self.image_size))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pyspark.ml import PipelineModel
-from pyspark.ml.feature import PCA, StandardScaler
+from pyspark.ml.feature import PCA, PCAModel, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -131,6 +131,30 @@ def _k_by_accuracy(training: DataFrame, tolerance: float) -> tuple[int, dict[int
     return k, tried, full, len(validation_y)
 
 
+def first_components(model: PCAModel, k: int) -> PCAModel:
+    """The model of the first `k` components of a fitted PCA `model`: exactly what `PCA(k=k).fit` returns on
+    the same data (Spark's PCA computes every component, an SVD of the covariance matrix, and keeps the
+    first k), without a second pass over the data. PySpark has no public constructor for a PCAModel, so
+    the JVM's is called (as PySpark's own model loading does)."""
+    if k == model.getK():
+        return model
+    from pyspark import SparkContext
+    from pyspark.ml.common import _py2java
+    from pyspark.ml.linalg import DenseMatrix, DenseVector
+
+    if not 0 < k < model.getK():
+        raise ValueError(f"k must be in [1, {model.getK()}], got {k}")
+    sc = SparkContext._active_spark_context
+    components = model.pc.toArray()[:, :k]
+    pc = DenseMatrix(components.shape[0], k, components.ravel(order="F").tolist())
+    variance = DenseVector(model.explainedVariance.toArray()[:k])
+    java_model = sc._jvm.org.apache.spark.ml.feature.PCAModel(model.uid, _py2java(sc, pc), _py2java(sc, variance))
+    truncated = PCAModel(java_model)
+    truncated._set(k=k, inputCol=model.getInputCol(), outputCol=model.getOutputCol())
+    truncated._transfer_params_to_java()
+    return truncated
+
+
 def fit_feature_model(
     training: DataFrame,
     fixed_k: int | None = None,
@@ -159,12 +183,11 @@ def fit_feature_model(
         scaler = StandardScaler(inputCol=FEATURES_VECTOR, outputCol=SCALED_VECTOR, withMean=True, withStd=True)
         scaler_model = scaler.fit(vectors)
         scaled = scaler_model.transform(vectors).select(SCALED_VECTOR).cache()
-        # The whole spectrum first (at most rank = rows - 1 non-zero components), then the chosen k.
-        max_k = min(dimension, rows)
-        full = PCA(k=max_k, inputCol=SCALED_VECTOR, outputCol=PCA_VECTOR).fit(scaled)
+        # The whole spectrum (at most rank = rows - 1 non-zero components), then the first k of it.
+        full = PCA(k=min(dimension, rows), inputCol=SCALED_VECTOR, outputCol=PCA_VECTOR).fit(scaled)
         spectrum = [float(v) for v in full.explainedVariance.toArray()]
         k = choose_k(spectrum, fixed_k, variance_threshold)
-        pca_model = full if k == max_k else PCA(k=k, inputCol=SCALED_VECTOR, outputCol=PCA_VECTOR).fit(scaled)
+        pca_model = first_components(full, k)
         scaled.unpersist()
     finally:
         vectors.unpersist()

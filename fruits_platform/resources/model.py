@@ -7,7 +7,13 @@ import os
 from dagster import ConfigurableResource, Failure
 from pydantic import Field, PrivateAttr
 
-from fruits_platform.ml.mobilenet import DEFAULT_IMAGE_SIZE, ModelWeights, WeightsUnavailableError, load_weights
+from fruits_platform.ml.mobilenet import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_IMAGE_SIZE,
+    ModelWeights,
+    WeightsUnavailableError,
+    load_weights,
+)
 
 # Weights loaded by this process, reused by later runs in it (a `dagster dev` code server, the CLI's
 # successive runs, a backfill): loading builds a Keras model, ~3 s. Keyed by everything that identifies the
@@ -30,13 +36,20 @@ def _cache_key(spec: str, image_size: int) -> tuple | None:
 
 
 class MobileNetWeights(ConfigurableResource):
-    """The MobileNetV2 weights (FRUITS_WEIGHTS) and input size (FRUITS_IMAGE_SIZE)."""
+    """The MobileNetV2 weights (FRUITS_WEIGHTS), input size (FRUITS_IMAGE_SIZE) and images per model call
+    (FRUITS_BATCH_SIZE)."""
 
     weights: str = Field(
         default="imagenet",
         description="'imagenet' (Keras download), a local weights file, an s3:// URI, or 'random:<seed>' (tests only)",
     )
     image_size: int = Field(default=DEFAULT_IMAGE_SIZE, description="Input size in pixels: 96, 128, 160, 192 or 224")
+    batch_size: int = Field(
+        default=DEFAULT_BATCH_SIZE,
+        ge=1,
+        description="Images per model call on each Spark worker (small batches are faster on CPU; results agree "
+        "to float rounding whatever the size)",
+    )
     _loaded: ModelWeights | None = PrivateAttr(default=None)
 
     def load(self) -> ModelWeights:

@@ -2,7 +2,8 @@
 
 - `catalogue_images`: file listing -> one catalogue row per file (`inspect_image` in mapInPandas).
 - `embed_images`: catalogue rows -> 1280-d MobileNetV2 vectors with an iterator pandas UDF; the model
-  is built once per Python worker from weights the driver broadcast, one predict per Arrow batch.
+  is built once per Python worker (one TensorFlow thread per Spark core) from weights the driver
+  broadcast, and called on small batches (`batch_size`) within each Arrow batch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType
 
 from fruits_platform.ml.images import inspect_image
-from fruits_platform.ml.mobilenet import FeatureExtractor, ModelWeights, configure_threads
+from fruits_platform.ml.mobilenet import DEFAULT_BATCH_SIZE, FeatureExtractor, ModelWeights, configure_threads
 from fruits_platform.sources import ImageFile, read_bytes
 
 LISTING_SCHEMA = "uri string, label string, split string"
@@ -61,20 +62,22 @@ def catalogue_images(spark: SparkSession, files: list[ImageFile]) -> DataFrame:
 _extractors: dict[str, FeatureExtractor] = {}
 
 
-def _worker_extractor(weights_broadcast, threads: int) -> FeatureExtractor:
+def _worker_extractor(weights_broadcast, threads: int, batch_size: int) -> FeatureExtractor:
     """The model of this Python worker, built on first use and kept while the worker lives."""
     weights: ModelWeights = weights_broadcast.value
     if weights.signature not in _extractors:
         configure_threads(threads)
         _extractors.clear()
         _extractors[weights.signature] = FeatureExtractor(weights)
-    return _extractors[weights.signature]
+    extractor = _extractors[weights.signature]
+    extractor.batch_size = batch_size
+    return extractor
 
 
-def mobilenet_udf(weights_broadcast, threads: int, progress=None):
+def mobilenet_udf(weights_broadcast, threads: int, batch_size: int, progress=None):
     @pandas_udf(ArrayType(FloatType()))
     def mobilenet_embedding(uri_batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-        extractor = _worker_extractor(weights_broadcast, threads)
+        extractor = _worker_extractor(weights_broadcast, threads, batch_size)
         for uris in uri_batches:
             features = extractor.featurize_bytes([read_bytes(uri) for uri in uris])
             if progress is not None:
@@ -84,8 +87,15 @@ def mobilenet_udf(weights_broadcast, threads: int, progress=None):
     return mobilenet_embedding
 
 
-def embed_images(spark: SparkSession, images: DataFrame, rows: int, weights_broadcast, progress=None) -> DataFrame:
+def embed_images(
+    spark: SparkSession,
+    images: DataFrame,
+    rows: int,
+    weights_broadcast,
+    progress=None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> DataFrame:
     """Add a `features` column (1280 float32) to `images` (which has `uri`)."""
     threads = int(spark.conf.get("spark.task.cpus", "1"))
-    udf = mobilenet_udf(weights_broadcast, threads, progress)
+    udf = mobilenet_udf(weights_broadcast, threads, batch_size, progress)
     return images.repartition(task_count(spark, rows)).withColumn("features", udf(F.col("uri")))
