@@ -172,10 +172,11 @@ def progress_logger(log, total: int, counter, label: str = "images", every_secon
 
 
 def transform_classes(context, session, storage, source: str, target: str, transform) -> DataFrame:
-    """Read `source` for the run's classes, apply `transform`, write `target`; return what was written."""
+    """Read `source` for the run's classes, apply `transform` (row by row), write `target`; return what was
+    written. The classes stay in the partitions they were read in: no shuffle."""
     labels = list(context.partition_keys)
     dataset = storage.dataset(session, target)
-    dataset.write(transform(storage.dataset(session, source).read(labels)), labels)
+    dataset.write(transform(storage.dataset(session, source).read(labels)), labels, grouped=True)
     return dataset.read(labels)
 
 
