@@ -57,16 +57,31 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 # --------------------------------------------------------------------------- process-tree RSS
 
 
+# Processes younger than this are not counted: the Spark JVM starts a short-lived helper for every file it
+# creates on a local disk (Hadoop sets permissions with `chmod` through jspawnhelper); until it executes,
+# such a child shares the JVM's memory and /proc shows it with the JVM's whole RSS, which summed with the
+# JVM's own would count 1-3 GB twice for a few milliseconds (seen as isolated spikes in 0.25 s samples).
+MIN_PROCESS_AGE_SECONDS = 0.5
+
+
 def _tree_rss_bytes(root: int) -> int:
-    """Sum of VmRSS of `root` and all its descendants (from /proc)."""
+    """Sum of VmRSS of `root` and all its descendants (from /proc), except processes younger than
+    MIN_PROCESS_AGE_SECONDS."""
     parents: dict[int, int] = {}
+    young: set[int] = set()
+    with open("/proc/uptime") as handle:
+        uptime = float(handle.read().split()[0])
+    ticks = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as handle:
                 stat = handle.read()
-            parents[int(entry)] = int(stat[stat.rindex(b")") + 2 :].split()[1])
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            parents[int(entry)] = int(fields[1])
+            if uptime - int(fields[19]) / ticks < MIN_PROCESS_AGE_SECONDS:  # field 22 of stat: start time
+                young.add(int(entry))
         except (OSError, ValueError, IndexError):
             continue
     children: dict[int, list[int]] = {}
@@ -76,6 +91,8 @@ def _tree_rss_bytes(root: int) -> int:
     while stack:
         pid = stack.pop()
         stack.extend(children.get(pid, []))
+        if pid in young and pid != root:
+            continue
         try:
             with open(f"/proc/{pid}/statm") as handle:
                 total += int(handle.read().split()[1]) * page
