@@ -643,8 +643,8 @@ def table(report: dict) -> str:
         lines += [
             "",
             f"max |platform − bare Keras| over all vectors: {report['max_abs_diff_platform_vs_bare']:.2e} "
-            f"(largest |value| {report.get('max_abs_value_bare', float('nan')):.3g}: the model called on batches "
-            "of another size rounds differently)",
+            f"(largest |value| {report.get('max_abs_value_bare', float('nan')):.3g}; the platform calls the model "
+            "on batches of another size, which may round differently)",
         ]
     lines += ["", "Definitions: " + " ".join(f"**{k}**: {v}" for k, v in DEFINITIONS.items())]
     return "\n".join(lines)
