@@ -74,8 +74,8 @@ def materialize_classes(
     `classes` are catalogued and embedded, `feature_model` is fitted over all embedded classes, and
     `scaled_features`/`pca_features` are refreshed for all of them (a refit changes every class's
     outputs), then `feature_quality` unless `evaluate` is False or fewer than 2 classes are embedded.
-    One run when that is one key range (the usual case), else a run per step and range. Returns the
-    run results.
+    One run when that is one key range (the usual case); else a run per key range of `classes` (the last
+    one also fits `feature_model`), then a run per key range to refresh. Returns the run results.
 
     With `resources`, the assets run in this process with them (`materialize`); without, the code
     location's own job and resources run (`execute_job` on a reconstructable job, which is what the
@@ -119,8 +119,8 @@ def materialize_classes(
 
     if first == after and len(first) == 1:
         return [run(order, first[0])]  # the usual case: one run, one SparkSession
-    results = [run(PER_CLASS_FIRST, keys) for keys in first]
-    results.append(run(GLOBAL, None))
+    # feature_model (not partitioned) runs in the same run as the last range of new classes, after them.
+    results = [run(PER_CLASS_FIRST + (GLOBAL if keys is first[-1] else []), keys) for keys in first]
     results += [run(PER_CLASS_AFTER, keys) for keys in after]
     return results + ([run(EVALUATION, None)] if evaluate else [])
 

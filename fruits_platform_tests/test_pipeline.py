@@ -197,3 +197,13 @@ def test_a_single_class_is_featurized_and_its_evaluation_skipped(tmp_path, spark
     assert all(result.success for result in results)
     assert latest_metadata(results, "pca_features")["dagster/row_count"] == 4
     assert latest_metadata(results, "feature_quality") == {}
+
+
+def test_the_finite_check_finds_nan_and_infinities(spark):
+    from fruits_platform.assets.mobilenet_features import has_non_finite
+
+    nan, inf = float("nan"), float("inf")
+    vectors = [[0.5, 1.0, 2.0], [0.5, nan, 2.0], [inf, 1.0, 2.0], [0.5, -inf, 2.0], [nan, -inf, inf], [-3.0, 0.0, 1e30]]
+    frame = spark.createDataFrame([(i, v) for i, v in enumerate(vectors)], "i int, features array<float>")
+    found = {row.i: row.bad for row in frame.select("i", has_non_finite("features").alias("bad")).collect()}
+    assert found == {0: False, 1: True, 2: True, 3: True, 4: True, 5: False}

@@ -1,6 +1,7 @@
 """`feature_quality` and the pure functions behind it, on real images, checked against independent NumPy
 computations (brute-force 1-NN, metrics counted by hand); incremental featurization counted in metadata."""
 
+import hashlib
 import shutil
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from dagster import instance_for_test, materialize
 
 from fruits_platform.ml.quality import LOGREG, NEAREST, evaluate_features, logistic_regression_predict, score
-from fruits_platform.ml.reduction import choose_k_by_accuracy, first_components, validation_split
+from fruits_platform.ml.reduction import choose_k_by_accuracy, first_components, model_fingerprint, validation_split
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import RANGE_END, RANGE_START, latest_metadata, materialize_classes, register_classes
 from fruits_platform_tests.conftest import FULL_SAMPLE, SAMPLE_CLASSES, SAMPLE_ROOT, copy_classes
@@ -292,3 +293,22 @@ def test_incremental_featurization_counts_model_work(tmp_path, spark):
             shutil.copy(file, data / "Training" / classes[1] / file.name)
         grown = embedded(classes[1:])
         assert (grown["images_embedded"], grown["images_reused"]) == (3, 4)
+
+
+def test_model_fingerprint_hashes_mean_std_and_components_row_major(spark):
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import PCA, StandardScaler
+    from pyspark.ml.linalg import Vectors
+
+    rng = np.random.default_rng(2)
+    frame = spark.createDataFrame([(Vectors.dense(row),) for row in rng.normal(size=(30, 6))], ["x"])
+    stages = [StandardScaler(inputCol="x", outputCol="s", withMean=True), PCA(k=3, inputCol="s", outputCol="p")]
+    model = Pipeline(stages=stages).fit(frame)
+    scaler, pca = model.stages
+    digest = hashlib.sha256()
+    for array in (scaler.mean.toArray(), scaler.std.toArray(), pca.pc.toArray()):
+        digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
+    assert model_fingerprint(model) == digest.hexdigest()[:24]
+    # Another k, another model: another fingerprint.
+    other = Pipeline(stages=[stages[0], PCA(k=2, inputCol="s", outputCol="p")]).fit(frame)
+    assert model_fingerprint(other) != model_fingerprint(model)

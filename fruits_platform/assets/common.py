@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import re
@@ -115,6 +116,12 @@ def png_markdown(figure, title: str) -> MetadataValue:
 
 
 def scree_plot(explained_variance: list[float], spectrum: list[float], title: str = "PCA scree plot") -> MetadataValue:
+    return MetadataValue.md(_scree_markdown(tuple(explained_variance), tuple(spectrum), title))
+
+
+@functools.lru_cache(maxsize=4)
+def _scree_markdown(explained_variance: tuple, spectrum: tuple, title: str) -> str:
+    """The plot as Markdown, drawn once per model in a process (feature_model and pca_features show the same)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +139,7 @@ def scree_plot(explained_variance: list[float], spectrum: list[float], title: st
     twin.set_ylim(0, 1.02)
     axis.set_title(f"{title}: k = {k}, cumulative = {sum(explained_variance):.3f}")
     try:
-        return png_markdown(figure, title)
+        return png_markdown(figure, title).value
     finally:
         plt.close(figure)
 

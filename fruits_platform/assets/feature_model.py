@@ -1,7 +1,8 @@
 """`feature_model`: StandardScaler + PCA fitted once on the Training split of every materialized class."""
 
+import json
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from dagster import (
     AssetCheckResult,
@@ -48,8 +49,43 @@ def model_path(storage: FruitsStorage) -> str:
     return qualify(storage.asset_root("feature_model"))
 
 
-def load_feature_model(storage: FruitsStorage) -> PipelineModel:
-    return PipelineModel.load(model_path(storage))
+@dataclass(frozen=True)
+class FittedModel:
+    """The saved PipelineModel, what it was fitted on (None for a model saved without its fit record) and its
+    fingerprint."""
+
+    model: PipelineModel
+    summary: ReductionSummary | None
+    fingerprint: str
+
+
+# The model this process loaded or fitted last, by SparkContext, path and fit record: scaled_features and
+# pca_features of the same run (or of successive runs of the CLI, a backfill) share it instead of each
+# loading it again (~0.5 s, a dozen small Spark jobs).
+_LOADED: dict[tuple, FittedModel] = {}
+
+
+def _cache_key(session, target: str, record: dict | None) -> tuple | None:
+    return (session.sparkContext.applicationId, target, json.dumps(record, sort_keys=True)) if record else None
+
+
+def _remember(session, target: str, record: dict | None, model: PipelineModel) -> FittedModel:
+    summary = ReductionSummary(**record["summary"]) if record else None
+    fitted = FittedModel(model, summary, model_fingerprint(model))
+    key = _cache_key(session, target, record)
+    if key is not None:
+        _LOADED.clear()  # one model at a time
+        _LOADED[key] = fitted
+    return fitted
+
+
+def load_feature_model(session, storage: FruitsStorage) -> FittedModel:
+    target = model_path(storage)
+    record = read_json(session, f"{target}/{FIT_RECORD}")
+    key = _cache_key(session, target, record)
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+    return _remember(session, target, record, PipelineModel.load(target))
 
 
 def materialized_classes(context: AssetExecutionContext, dataset) -> list[str]:
@@ -125,7 +161,7 @@ def feature_model(
     record = read_json(session, f"{target}/{FIT_RECORD}")
     if record and record["inputs"] == fit_inputs:
         context.log.info("Training images, weights and settings unchanged: the fitted model is reused")
-        model, summary = PipelineModel.load(target), ReductionSummary(**record["summary"])
+        fitted = load_feature_model(session, storage)
     else:
         try:
             model, summary = fit_feature_model(
@@ -139,8 +175,11 @@ def feature_model(
             raise Failure(description=str(error)) from error
         staged = f"{target.rsplit('/', 1)[0]}/_staging/feature_model-{uuid.uuid4().hex}"
         model.write().overwrite().save(staged)
-        write_json(session, f"{staged}/{FIT_RECORD}", {"inputs": fit_inputs, "summary": asdict(summary)})
+        record = {"inputs": fit_inputs, "summary": asdict(summary)}
+        write_json(session, f"{staged}/{FIT_RECORD}", record)
         replace_directory(HadoopFs(session, target), staged, target)
+        fitted = _remember(session, target, json.loads(json.dumps(record)), model)  # as a later read sees it
+    summary = fitted.summary
     selection = {}
     if summary.k_rule == "accuracy":
         selection = {
@@ -172,5 +211,5 @@ def feature_model(
                 metadata={"total": float(sum(summary.explained_variance)), "k": summary.k},
             )
         ],
-        data_version=DataVersion(model_fingerprint(model)),
+        data_version=DataVersion(fitted.fingerprint),
     )

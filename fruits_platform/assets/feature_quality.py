@@ -7,7 +7,6 @@ from pyspark.sql import functions as F
 from fruits_platform.assets.common import GROUP, OWNERS, StepLauncherParam, Stopwatch, content_version, png_markdown
 from fruits_platform.assets.feature_model import load_feature_model, materialized_classes, weights_source
 from fruits_platform.ml.quality import CLASSIFIERS, LOGREG, NEAREST, QualityReport, evaluate_features
-from fruits_platform.ml.reduction import model_fingerprint
 from fruits_platform.resources.model import ReductionSettings
 from fruits_platform.resources.storage import FruitsStorage
 
@@ -102,7 +101,8 @@ def feature_quality(
     classes = [label for label in materialized_classes(context, pca) if scaled.exists(label)]
     if not classes:
         raise Failure(description="No class has pca_features yet: materialize pca_features first.")
-    model = load_feature_model(storage)
+    fitted = load_feature_model(session, storage)
+    model = fitted.model
     k = model.stages[1].getK()
     frame = pca.read(classes).join(scaled.read(classes).select("uri", "scaled_features"), "uri")
     stale = frame.where(F.size("pca_features") != k).select("label").distinct().collect()
@@ -162,7 +162,7 @@ def feature_quality(
             "weights_source": MetadataValue.text(
                 weights_source(context.instance, signatures[0]) if len(signatures) == 1 else "mixed"
             ),
-            "feature_model_fingerprint": MetadataValue.text(model_fingerprint(model)),
+            "feature_model_fingerprint": MetadataValue.text(fitted.fingerprint),
             "classes": MetadataValue.int(len(report.classes)),
             "class_names": MetadataValue.json(report.classes),
             "training_images": MetadataValue.int(report.training_images),
@@ -170,5 +170,5 @@ def feature_quality(
             "dagster/row_count": MetadataValue.int(report.test_images),
         },
         # Inputs: the evaluated rows, the fitted model and the weights that produced the features.
-        data_version=content_version(frame, ["uri", "sha256", "split"], salt=f"{model_fingerprint(model)}|{signature}"),
+        data_version=content_version(frame, ["uri", "sha256", "split"], salt=f"{fitted.fingerprint}|{signature}"),
     )

@@ -34,6 +34,16 @@ SCHEMA = column_schema(
     }
 )
 CHECK_FINITE = "features_are_finite_1280d"
+
+
+def has_non_finite(column: str):
+    """Whether the float array `column` holds a NaN or an infinity. Spark orders NaN above every number, so
+    a NaN or +inf shows in the largest value and -inf in the smallest: as fast as a sum, where a lambda over
+    the 1280 values (`exists`) is interpreted value by value (1.4 s vs 0.5 s on 9,520 vectors)."""
+    largest, smallest = F.array_max(column), F.array_min(column)
+    return F.isnan(largest) | (largest == float("inf")) | (smallest == float("-inf"))
+
+
 CHECK_ONE_ROW = "one_row_per_ok_image"
 
 
@@ -113,7 +123,7 @@ def mobilenet_features(
         distinct_uris=F.countDistinct("uri"),
         min_dim=F.coalesce(F.min(F.size("features")), F.lit(FEATURE_DIM)),
         max_dim=F.coalesce(F.max(F.size("features")), F.lit(FEATURE_DIM)),
-        bad=F.sum(F.exists("features", lambda x: F.isnan(x) | (F.abs(x) == float("inf"))).cast("int")),
+        bad=F.sum(has_non_finite("features").cast("int")),
     )
     non_finite = stats["bad"] or 0
     return MaterializeResult(

@@ -22,7 +22,7 @@ from fruits_platform.assets.common import (
     transform_classes,
 )
 from fruits_platform.assets.feature_model import load_feature_model
-from fruits_platform.ml.reduction import model_fingerprint, project
+from fruits_platform.ml.reduction import project
 from fruits_platform.resources.storage import FruitsStorage
 
 SCHEMA = column_schema(
@@ -56,9 +56,12 @@ def pca_features(
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
     session = spark.spark_session  # created before loading the model, which needs it
-    model = load_feature_model(storage)
+    fitted = load_feature_model(session, storage)
+    model = fitted.model
     pca = model.stages[1]
     explained = [float(v) for v in pca.explainedVariance.toArray()]
+    # The same scree plot as feature_model's (the whole spectrum, the k kept highlighted) when its record says it.
+    spectrum = fitted.summary.spectrum if fitted.summary else explained
     written = transform_classes(
         context,
         session,
@@ -70,13 +73,13 @@ def pca_features(
     stats, version = summarize(
         written,
         ["uri", "sha256"],
-        salt=f"pca_features/{model_fingerprint(model)}",
+        salt=f"pca_features/{fitted.fingerprint}",
         rows=F.count("*"),
         min_dim=F.coalesce(F.min(F.size("pca_features")), F.lit(pca.getK())),
         max_dim=F.coalesce(F.max(F.size("pca_features")), F.lit(pca.getK())),
     )
     return MaterializeResult(
-        metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, **pca_metadata(explained, explained)),
+        metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, **pca_metadata(explained, spectrum)),
         check_results=[
             AssetCheckResult(
                 check_name=CHECK_DIMENSION,

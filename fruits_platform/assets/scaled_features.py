@@ -14,7 +14,7 @@ from fruits_platform.assets.common import (
     transform_classes,
 )
 from fruits_platform.assets.feature_model import load_feature_model
-from fruits_platform.ml.reduction import model_fingerprint, scale
+from fruits_platform.ml.reduction import scale
 from fruits_platform.resources.storage import FruitsStorage
 
 SCHEMA = column_schema(
@@ -46,7 +46,8 @@ def scaled_features(
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
     session = spark.spark_session  # created before loading the model, which needs it
-    model = load_feature_model(storage)
+    fitted = load_feature_model(session, storage)
+    model = fitted.model
     written = transform_classes(
         context,
         session,
@@ -56,7 +57,7 @@ def scaled_features(
         lambda frame: scale(model, frame.select("uri", "label", "split", "sha256", "features")),
     )
     stats, version = summarize(
-        written, ["uri", "sha256"], salt=f"scaled_features/{model_fingerprint(model)}", rows=F.count("*")
+        written, ["uri", "sha256"], salt=f"scaled_features/{fitted.fingerprint}", rows=F.count("*")
     )
     return MaterializeResult(
         metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, dimension=MetadataValue.int(len(model.stages[0].mean))),

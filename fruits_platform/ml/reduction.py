@@ -131,25 +131,30 @@ def _k_by_accuracy(training: DataFrame, tolerance: float) -> tuple[int, dict[int
     return k, tried, full, len(validation_y)
 
 
+def _jvm():
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context._jvm
+
+
 def first_components(model: PCAModel, k: int) -> PCAModel:
     """The model of the first `k` components of a fitted PCA `model`: exactly what `PCA(k=k).fit` returns on
     the same data (Spark's PCA computes every component, an SVD of the covariance matrix, and keeps the
     first k), without a second pass over the data. PySpark has no public constructor for a PCAModel, so
-    the JVM's is called (as PySpark's own model loading does)."""
+    the JVM's is called (as PySpark's own model loading does), and the columns are cut in the JVM as
+    Spark's PCA does: reading a 1280 x 1280 matrix into Python through py4j takes ~1 s."""
     if k == model.getK():
         return model
-    from pyspark import SparkContext
-    from pyspark.ml.common import _py2java
-    from pyspark.ml.linalg import DenseMatrix, DenseVector
-
     if not 0 < k < model.getK():
         raise ValueError(f"k must be in [1, {model.getK()}], got {k}")
-    sc = SparkContext._active_spark_context
-    components = model.pc.toArray()[:, :k]
-    pc = DenseMatrix(components.shape[0], k, components.ravel(order="F").tolist())
-    variance = DenseVector(model.explainedVariance.toArray()[:k])
-    java_model = sc._jvm.org.apache.spark.ml.feature.PCAModel(model.uid, _py2java(sc, pc), _py2java(sc, variance))
-    truncated = PCAModel(java_model)
+    jvm, java_model = _jvm(), model._java_obj
+    pc, variance = java_model.pc(), java_model.explainedVariance()
+    linalg, arrays = jvm.org.apache.spark.ml.linalg, jvm.java.util.Arrays
+    rows = pc.numRows()
+    # Matrix.toArray is column-major: the first k columns are its first rows * k values.
+    first = linalg.DenseMatrix(rows, k, arrays.copyOfRange(pc.toArray(), 0, rows * k))
+    kept = linalg.DenseVector(arrays.copyOfRange(variance.toArray(), 0, k))
+    truncated = PCAModel(jvm.org.apache.spark.ml.feature.PCAModel(model.uid, first, kept))
     truncated._set(k=k, inputCol=model.getInputCol(), outputCol=model.getOutputCol())
     truncated._transfer_params_to_java()
     return truncated
@@ -237,11 +242,15 @@ def explained_variance_valid(values: list[float]) -> bool:
 
 
 def model_fingerprint(model: PipelineModel) -> str:
-    """Identifies a fitted model by its parameters (scaler mean/std, principal components)."""
-    import hashlib
-
-    scaler, pca = model.stages
-    digest = hashlib.sha256()
-    for array in (scaler.mean.toArray(), scaler.std.toArray(), pca.pc.toArray()):
-        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
-    return digest.hexdigest()[:24]
+    """Identifies a fitted model by its parameters: the SHA-256 of the scaler's mean and std and the principal
+    components (row-major), as float64 little-endian bytes. Hashed in the JVM, where the arrays are (through
+    py4j a 1280 x k matrix would take ~1 s to reach Python)."""
+    jvm = _jvm()
+    scaler, pca = (stage._java_obj for stage in model.stages)
+    digest = jvm.java.security.MessageDigest.getInstance("SHA-256")
+    # Matrix.toArray is column-major: the transpose's is the matrix's row-major order.
+    for values in (scaler.mean().toArray(), scaler.std().toArray(), pca.pc().transpose().toArray()):
+        buffer = jvm.java.nio.ByteBuffer.allocate(8 * len(values)).order(jvm.java.nio.ByteOrder.LITTLE_ENDIAN)
+        buffer.asDoubleBuffer().put(values)
+        digest.update(buffer)
+    return bytes(digest.digest()).hex()[:24]

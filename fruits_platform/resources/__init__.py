@@ -31,6 +31,10 @@ LOCAL_SPARK_CONFIG = {
     # Reading the classes' folders lists them on the driver: above 32 folders (the default threshold)
     # Spark lists them with a job of one task per folder, ~0.5 s per read of 119 classes on a local disk.
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "4096",
+    # Local files without Hadoop's .crc side files: without Hadoop's native library (not in the pyspark
+    # wheel) every file created costs a forked `chmod`, and the .crc files double them (per-class writes of
+    # 119 classes: ~740 -> ~500 forks, ~0.5 s less per asset, measured). Parquet checks its own structure.
+    "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.enabled": "false",
     "spark.driver.host": "127.0.0.1",
