@@ -282,6 +282,22 @@ def _versioned(spark, version: int, rows_per_label=3):
     return spark.createDataFrame(rows, "uri string, label string, value string")
 
 
+def test_write_summarizes_the_rows_it_writes_as_a_read_back_would(spark, tmp_path):
+    from pyspark.sql import functions as F
+
+    from fruits_platform.assets.common import summarize, write_summarized
+
+    dataset = PartitionedDataset(spark, str(tmp_path / "asset"))
+    observed = dataset.write(_versioned(spark, 1), ["A"], observe={"values": F.sort_array(F.collect_list("value"))})
+    assert observed["values"] == ["v1-A-0", "v1-A-1", "v1-A-2"]  # the rows written: class B was not
+    aggregates = dict(rows=F.count("*"), values=F.size(F.collect_set("value")))
+    for frame in (_versioned(spark, 2), _versioned(spark, 3).where(F.col("uri") == "none")):  # the empty one: read back
+        stats, version = write_summarized(dataset, frame, ["A", "B"], ["uri", "value"], "salt", **aggregates)
+        expected, expected_version = summarize(dataset.read(["A", "B"]), ["uri", "value"], "salt", **aggregates)
+        assert (stats["rows"], stats["values"], version) == (expected["rows"], expected["values"], expected_version)
+    assert stats["rows"] == 0 and dataset.read(["A", "B"]).count() == 0
+
+
 def test_failed_spark_write_keeps_the_previous_version(spark, tmp_path):
     from pyspark.sql import functions as F
 

@@ -103,6 +103,24 @@ def summarize(frame: DataFrame, version_columns: list[str], salt: str = "", **ag
     return row, data_version(row["_v"], salt)
 
 
+def write_summarized(
+    dataset,
+    frame: DataFrame,
+    labels: list[str],
+    version_columns: list[str],
+    salt: str = "",
+    grouped: bool = False,
+    **aggregates,
+):
+    """Write `frame` as the new version of `labels` in `dataset` (a PartitionedDataset) and summarize the rows
+    written as `summarize` does: (aggregates by name, DataVersion). Computed while Spark writes them (observed
+    metrics, which allow no DISTINCT aggregates); read back only when Spark reports none (no row written)."""
+    observed = dataset.write(frame, labels, grouped, observe={**aggregates, "_v": content_hash(version_columns)})
+    if observed is None:
+        return summarize(dataset.read(labels), version_columns, salt, **aggregates)
+    return observed, data_version(observed["_v"], salt)
+
+
 def content_version(frame: DataFrame, columns: list[str], salt: str = "") -> DataVersion:
     """A data version from the content itself, computed by Spark."""
     return summarize(frame, columns, salt)[1]
@@ -178,13 +196,14 @@ def progress_logger(log, total: int, counter, label: str = "images", every_secon
         log.info(f"{label}: {counter.value}/{total} done in {elapsed:.1f}s, {rate:.1f} {label}/s")
 
 
-def transform_classes(context, session, storage, source: str, target: str, transform) -> DataFrame:
-    """Read `source` for the run's classes, apply `transform` (row by row), write `target`; return what was
-    written. The classes stay in the partitions they were read in: no shuffle."""
+def transform_classes(context, session, storage, source: str, target: str, transform, salt: str, **aggregates):
+    """Read `source` for the run's classes, apply `transform` (row by row), write `target`; return the summary
+    of what was written (`write_summarized`, versioned by uri and sha256). The classes stay in the partitions
+    they were read in: no shuffle."""
     labels = list(context.partition_keys)
-    dataset = storage.dataset(session, target)
-    dataset.write(transform(storage.dataset(session, source).read(labels)), labels, grouped=True)
-    return dataset.read(labels)
+    frame = transform(storage.dataset(session, source).read(labels))
+    target_dataset = storage.dataset(session, target)
+    return write_summarized(target_dataset, frame, labels, ["uri", "sha256"], salt, grouped=True, **aggregates)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from fruits_platform.assets.common import (
     progress_logger,
     run_metadata,
     storage_failures,
-    summarize,
+    write_summarized,
 )
 from fruits_platform.ml.mobilenet import FEATURE_DIM
 from fruits_platform.resources.model import MobileNetWeights
@@ -108,23 +108,19 @@ def mobilenet_features(
     embedded = embed_images(session, to_embed, embed_count, broadcast, progress, weights.batch_size)
     features = embedded if reused is None else embedded.unionByName(reused)
     with progress_logger(context.log, embed_count, progress), storage_failures():
-        dataset.write(
+        stats, version = write_summarized(
+            dataset,
             features.select("uri", "label", "split", "sha256", "features", F.lit(signature).alias("model_signature")),
             labels,
+            ["uri", "sha256"],
+            salt=signature,
+            rows=F.count("*"),
+            distinct_uris=F.size(F.collect_set("uri")),
+            min_dim=F.coalesce(F.min(F.size("features")), F.lit(FEATURE_DIM)),
+            max_dim=F.coalesce(F.max(F.size("features")), F.lit(FEATURE_DIM)),
+            bad=F.sum(has_non_finite("features").cast("int")),
         )
     broadcast.unpersist()
-
-    written = dataset.read(labels)
-    stats, version = summarize(
-        written,
-        ["uri", "sha256"],
-        salt=signature,
-        rows=F.count("*"),
-        distinct_uris=F.countDistinct("uri"),
-        min_dim=F.coalesce(F.min(F.size("features")), F.lit(FEATURE_DIM)),
-        max_dim=F.coalesce(F.max(F.size("features")), F.lit(FEATURE_DIM)),
-        bad=F.sum(has_non_finite("features").cast("int")),
-    )
     non_finite = stats["bad"] or 0
     return MaterializeResult(
         metadata=run_metadata(

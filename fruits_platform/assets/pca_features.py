@@ -18,7 +18,6 @@ from fruits_platform.assets.common import (
     column_schema,
     pca_metadata,
     run_metadata,
-    summarize,
     transform_classes,
 )
 from fruits_platform.assets.feature_model import load_feature_model
@@ -62,17 +61,13 @@ def pca_features(
     explained = [float(v) for v in pca.explainedVariance.toArray()]
     # The same scree plot as feature_model's (the whole spectrum, the k kept highlighted) when its record says it.
     spectrum = fitted.summary.spectrum if fitted.summary else explained
-    written = transform_classes(
+    stats, version = transform_classes(
         context,
         session,
         storage,
         "scaled_features",
         "pca_features",
         lambda frame: project(model, frame.select("uri", "label", "split", "sha256", "scaled_features")),
-    )
-    stats, version = summarize(
-        written,
-        ["uri", "sha256"],
         salt=f"pca_features/{fitted.fingerprint}",
         rows=F.count("*"),
         min_dim=F.coalesce(F.min(F.size("pca_features")), F.lit(pca.getK())),

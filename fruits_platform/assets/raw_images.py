@@ -11,7 +11,7 @@ from fruits_platform.assets.common import (
     column_schema,
     run_metadata,
     storage_failures,
-    summarize,
+    write_summarized,
 )
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.spark.featurize import catalogue_images
@@ -54,17 +54,24 @@ def raw_images(
     files = storage.class_files(labels)
     dataset = storage.dataset(session, "raw_images")
     with storage_failures():
-        dataset.write(catalogue_images(session, files), labels)
-
-    written = dataset.read(labels)
-    stats, version = summarize(
-        written, ["uri", "sha256", "status"], rows=F.count("*"), ok=F.count(F.when(F.col("status") == "ok", 1))
-    )
+        stats, version = write_summarized(
+            dataset,
+            catalogue_images(session, files),
+            labels,
+            ["uri", "sha256", "status"],
+            rows=F.count("*"),
+            ok=F.count(F.when(F.col("status") == "ok", 1)),
+        )
     ok, rejected_count = stats["ok"], stats["rows"] - stats["ok"]
     rejected = []
     if rejected_count:
         rejected = (
-            written.where(F.col("status") == "rejected").select("uri", "reason").orderBy("uri").limit(50).collect()
+            dataset.read(labels)
+            .where(F.col("status") == "rejected")
+            .select("uri", "reason")
+            .orderBy("uri")
+            .limit(50)
+            .collect()
         )
     context.log.info(f"{len(labels)} class(es): {ok} ok, {rejected_count} rejected")
     return MaterializeResult(

@@ -10,7 +10,6 @@ from fruits_platform.assets.common import (
     Stopwatch,
     column_schema,
     run_metadata,
-    summarize,
     transform_classes,
 )
 from fruits_platform.assets.feature_model import load_feature_model
@@ -48,16 +47,15 @@ def scaled_features(
     session = spark.spark_session  # created before loading the model, which needs it
     fitted = load_feature_model(session, storage)
     model = fitted.model
-    written = transform_classes(
+    stats, version = transform_classes(
         context,
         session,
         storage,
         "mobilenet_features",
         "scaled_features",
         lambda frame: scale(model, frame.select("uri", "label", "split", "sha256", "features")),
-    )
-    stats, version = summarize(
-        written, ["uri", "sha256"], salt=f"scaled_features/{fitted.fingerprint}", rows=F.count("*")
+        salt=f"scaled_features/{fitted.fingerprint}",
+        rows=F.count("*"),
     )
     return MaterializeResult(
         metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, dimension=MetadataValue.int(len(model.stages[0].mean))),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from fruits_platform.sources import class_dir_name, is_s3
@@ -107,7 +107,9 @@ class PartitionedDataset:
         present = [label for label in labels if self.exists(label)]
         return self.read(present) if present else None
 
-    def write(self, frame: DataFrame, labels: list[str], grouped: bool = False) -> None:
+    def write(
+        self, frame: DataFrame, labels: list[str], grouped: bool = False, observe: dict[str, Column] | None = None
+    ) -> dict | None:
         """Write `frame` (which has a `label` column) as the new version of each class in `labels`.
 
         Rows are sorted by uri in each file, so identical inputs give identical files. By default the rows
@@ -115,11 +117,19 @@ class PartitionedDataset:
         the frame's partitions already hold whole classes (a frame read from per-class folders, where each
         class is a file that Spark splits only beyond its maximum partition size): each partition then
         writes its own classes, with no shuffle.
+
+        `observe`: aggregates ({name: column}) of the rows written, computed by Spark while it writes them
+        (observed metrics, no second pass over the data); returned as a dict, or None when Spark reports
+        none (no row was written).
         """
         recover_interrupted(self.fs, self.root)
         staging = f"{self.root}/_staging/{uuid.uuid4().hex}"
         folder_of = F.create_map(*[F.lit(v) for label in labels for v in (label, class_dir_name(label))])
-        rows = frame.where(F.col("label").isin(labels)).withColumn(DIR_COLUMN, folder_of[F.col("label")])
+        rows = frame.where(F.col("label").isin(labels))
+        observation = Observation(f"write-{uuid.uuid4().hex}") if observe else None
+        if observation is not None:
+            rows = rows.observe(observation, *[column.alias(name) for name, column in observe.items()])
+        rows = rows.withColumn(DIR_COLUMN, folder_of[F.col("label")])
         if not grouped:
             # An explicit partition count: Spark's adaptive execution would coalesce a plain
             # repartition(column) of small data into one or a few tasks that write every class's file
@@ -141,6 +151,12 @@ class PartitionedDataset:
                 self.spark.createDataFrame([], frame.schema).coalesce(1).write.parquet(staged)
             replace_directory(self.fs, staged, self.path(label))
         self.fs.delete(staging)
+        if observation is None:
+            return None
+        try:
+            return observation.get
+        except Exception:  # Spark reports no metrics when no row was written
+            return None
 
 
 def write_json(spark: SparkSession, path: str, value) -> None:
