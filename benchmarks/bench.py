@@ -382,7 +382,7 @@ def direct_featurize_and_refit(resources, data, output, label) -> dict:
 
     from fruits_platform.ml.reduction import fit_feature_model
     from fruits_platform.sources import list_class_files
-    from fruits_platform.spark.featurize import catalogue_images, embed_images
+    from fruits_platform.spark.featurize import catalogue_images, class_sizes, embed_images
 
     spark = resources["spark"].spark_session
     weights = resources["weights"].load()
@@ -391,9 +391,9 @@ def direct_featurize_and_refit(resources, data, output, label) -> dict:
     started = time.perf_counter()
     files = list_class_files(str(data), label)
     catalogue = catalogue_images(spark, files).where(F.col("status") == "ok").cache()
-    rows = catalogue.count()
+    sizes = class_sizes(catalogue)
     broadcast = spark.sparkContext.broadcast(weights)
-    embed_images(spark, catalogue, rows, broadcast).write.mode("overwrite").parquet(str(scratch / "features"))
+    embed_images(spark, catalogue, sizes, broadcast).write.mode("overwrite").parquet(str(scratch / "features"))
     broadcast.unpersist()
     catalogue.unpersist()
     featurize = time.perf_counter() - started
@@ -419,7 +419,7 @@ def phase_unpartitioned(args, sampler) -> dict:
     from fruits_platform.ml.reduction import fit_feature_model, project, scale
     from fruits_platform.resources import LOCAL_SPARK_CONFIG
     from fruits_platform.sources import list_class_files, list_classes
-    from fruits_platform.spark.featurize import catalogue_images, embed_images
+    from fruits_platform.spark.featurize import catalogue_images, class_sizes, embed_images
 
     out, data = Path(args["work"]) / "out", args["data_root"]
     stages, started_all = {}, time.perf_counter()
@@ -451,8 +451,7 @@ def phase_unpartitioned(args, sampler) -> dict:
     t = time.perf_counter()
     images = spark.read.parquet(str(out / "raw_images")).where(F.col("status") == "ok")
     images = images.select("uri", "label", "split", "sha256")
-    rows = images.count()
-    embed_images(spark, images, rows, broadcast).write.parquet(str(out / "mobilenet_features"))
+    embed_images(spark, images, class_sizes(images), broadcast).write.parquet(str(out / "mobilenet_features"))
     stage("embed_write", t)
 
     t = time.perf_counter()

@@ -361,7 +361,7 @@ def test_python_worker_killed_mid_task_is_retried_and_the_result_is_complete(wor
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    from fruits_platform.spark.featurize import embed_images
+    from fruits_platform.spark.featurize import class_sizes, embed_images
 
     features = table(world["out"] / "mobilenet_features")
     weights = load_weights(WEIGHTS, SIZE)
@@ -378,7 +378,7 @@ def test_python_worker_killed_mid_task_is_retried_and_the_result_is_complete(wor
     group = f"worker-kill-{time.time_ns()}"
     spark.sparkContext.setJobGroup(group, "worker kill test")
     try:
-        embedded = embed_images(spark, images, images.count(), broadcast)
+        embedded = embed_images(spark, images, class_sizes(images), broadcast)
         rows = embedded.withColumn("dim", kill_first_attempt(F.col("uri"), F.col("features"))).collect()
     finally:
         spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)

@@ -207,3 +207,32 @@ def test_the_finite_check_finds_nan_and_infinities(spark):
     frame = spark.createDataFrame([(i, v) for i, v in enumerate(vectors)], "i int, features array<float>")
     found = {row.i: row.bad for row in frame.select("i", has_non_finite("features").alias("bad")).collect()}
     assert found == {0: False, 1: True, 2: True, 3: True, 4: True, 5: False}
+
+
+def test_classes_are_spread_whole_over_tasks_of_about_equal_size(spark):
+    from collections import Counter
+
+    from pyspark.sql import functions as F
+
+    from fruits_platform.spark.featurize import class_bins, spread, task_count, whole_classes
+
+    assert class_bins({"a": 5, "b": 3, "c": 3, "d": 1}, 2) == [["a", "d"], ["b", "c"]]
+    sizes = {f"class {i}": 10 + (i * 37) % 90 for i in range(40)}  # 40 classes of 10 to 99 rows
+    rows = [(f"{label}/{j}.jpg", label) for label, n in sizes.items() for j in range(n)]
+    frame = spark.createDataFrame(rows, "uri string, label string")
+    assert whole_classes(spark, sizes)
+    spread_out = spread(spark, frame, sizes).withColumn("task", F.spark_partition_id())
+    tasks = task_count(spark, len(rows))
+    placed = spread_out.groupBy("label").agg(F.min("task").alias("task"), F.max("task").alias("last"), F.count("*"))
+    placed = placed.collect()
+    assert all(row.task == row.last for row in placed)  # each class in one task
+    assert {row.label: row["count(1)"] for row in placed} == sizes
+    loads = Counter()
+    for row in placed:
+        loads[row.task] += row["count(1)"]
+    assert len(loads) == tasks and max(loads.values()) - min(loads.values()) <= max(sizes.values())
+    # One class: its rows go round robin, every task gets some.
+    one = {"class 3": sizes["class 3"]}
+    assert not whole_classes(spark, one)
+    single = spread(spark, frame.where(F.col("label") == "class 3"), one).select(F.spark_partition_id()).distinct()
+    assert single.count() == task_count(spark, sizes["class 3"]) > 1

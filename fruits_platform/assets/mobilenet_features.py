@@ -24,7 +24,7 @@ from fruits_platform.assets.common import (
 from fruits_platform.ml.mobilenet import FEATURE_DIM
 from fruits_platform.resources.model import MobileNetWeights
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.spark.featurize import embed_images
+from fruits_platform.spark.featurize import class_sizes, embed_images, whole_classes
 
 SCHEMA = column_schema(
     {
@@ -96,8 +96,9 @@ def mobilenet_features(
         reused = images.join(known, "sha256", "inner")
     else:
         to_embed, reused = images, None
-    total = images.count()
-    embed_count = total if reused is None else to_embed.count()
+    sizes = class_sizes(images)
+    embed_sizes = sizes if reused is None else class_sizes(to_embed)
+    total, embed_count = sum(sizes.values()), sum(embed_sizes.values())
     context.log.info(
         f"{total} ok image(s) in {len(labels)} class(es): {embed_count} to embed, {total - embed_count} reused; "
         f"weights {model_weights.source} ({model_weights.fingerprint}), {model_weights.image_size}px"
@@ -105,8 +106,10 @@ def mobilenet_features(
 
     broadcast = session.sparkContext.broadcast(model_weights)
     progress = session.sparkContext.accumulator(0)
-    embedded = embed_images(session, to_embed, embed_count, broadcast, progress, weights.batch_size)
+    embedded = embed_images(session, to_embed, embed_sizes, broadcast, progress, weights.batch_size)
     features = embedded if reused is None else embedded.unionByName(reused)
+    # Without reused rows to add, the embedding tasks may hold whole classes: then no shuffle before the write.
+    grouped = reused is None and whole_classes(session, embed_sizes)
     with progress_logger(context.log, embed_count, progress), storage_failures():
         stats, version = write_summarized(
             dataset,
@@ -114,6 +117,7 @@ def mobilenet_features(
             labels,
             ["uri", "sha256"],
             salt=signature,
+            grouped=grouped,
             rows=F.count("*"),
             distinct_uris=F.size(F.collect_set("uri")),
             min_dim=F.coalesce(F.min(F.size("features")), F.lit(FEATURE_DIM)),

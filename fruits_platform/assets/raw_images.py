@@ -1,5 +1,7 @@
 """`raw_images`: the catalogue of every file of a fruit class, valid or not."""
 
+from collections import Counter
+
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import functions as F
@@ -14,7 +16,7 @@ from fruits_platform.assets.common import (
     write_summarized,
 )
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.spark.featurize import catalogue_images
+from fruits_platform.spark.featurize import catalogue_images, whole_classes
 
 SCHEMA = column_schema(
     {
@@ -59,6 +61,7 @@ def raw_images(
             catalogue_images(session, files),
             labels,
             ["uri", "sha256", "status"],
+            grouped=whole_classes(session, dict(Counter(f.label for f in files))),
             rows=F.count("*"),
             ok=F.count(F.when(F.col("status") == "ok", 1)),
         )

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterator
 
 import pandas as pd
@@ -28,6 +29,9 @@ CATALOGUE_SCHEMA = (
 )
 # Rows per Spark task when featurizing: big enough to amortise task start, small enough to balance.
 ROWS_PER_TASK = 512
+# Classes are spread whole over the tasks (so that the per-class write needs no shuffle) only when there are
+# at least this many per core; fewer classes are spread image by image, so that every core works.
+MIN_CLASSES_PER_CORE = 2
 
 
 def task_count(spark: SparkSession, rows: int) -> int:
@@ -35,6 +39,57 @@ def task_count(spark: SparkSession, rows: int) -> int:
     parallelism = spark.sparkContext.defaultParallelism
     waves = max(1, math.ceil(rows / (ROWS_PER_TASK * parallelism)))
     return parallelism * waves
+
+
+def class_sizes(frame: DataFrame) -> dict[str, int]:
+    """{class: rows} of a frame with a `label` column (one small row per class to the driver)."""
+    return {row["label"]: row["count"] for row in frame.groupBy("label").count().collect()}
+
+
+def class_bins(sizes: dict[str, int], bins: int) -> list[list[str]]:
+    """The classes of `sizes` ({class: rows}) in `bins` groups of about equal rows: each class, largest first,
+    joins the group with the fewest rows so far (deterministic: ties go to the first group, then by name)."""
+    groups: list[list[str]] = [[] for _ in range(bins)]
+    totals = [0] * bins
+    for label in sorted(sizes, key=lambda name: (-sizes[name], name)):
+        smallest = min(range(bins), key=lambda index: (totals[index], index))
+        groups[smallest].append(label)
+        totals[smallest] += sizes[label]
+    return groups
+
+
+def whole_classes(spark: SparkSession, sizes: dict[str, int]) -> bool:
+    """Whether `spread` gives every task whole classes for these class sizes."""
+    tasks = task_count(spark, sum(sizes.values()))
+    return len(sizes) >= max(tasks, MIN_CLASSES_PER_CORE * spark.sparkContext.defaultParallelism)
+
+
+def _partition_keys(spark: SparkSession, partitions: int) -> list[int]:
+    """For each partition p, a long that Spark's hash partitioning into `partitions` sends to p."""
+    found = (
+        spark.range(64 * partitions)
+        .groupBy(F.pmod(F.hash("id"), F.lit(partitions)).alias("p"))
+        .agg(F.min("id").alias("id"))
+        .collect()
+    )
+    keys = {row["p"]: row["id"] for row in found}
+    return [keys[p] for p in range(partitions)]
+
+
+def spread(spark: SparkSession, frame: DataFrame, sizes: dict[str, int]) -> DataFrame:
+    """`frame` (which has `label`; {class: rows} in `sizes`) repartitioned over `task_count` tasks. When
+    `whole_classes`, each task gets one group of `class_bins` (whole classes, about equal rows), so that the
+    per-class write needs no shuffle; else rows go round robin."""
+    tasks = task_count(spark, sum(sizes.values()))
+    if not whole_classes(spark, sizes):
+        return frame.repartition(tasks)
+    keys = _partition_keys(spark, tasks)
+    pairs = [
+        (F.lit(label), F.lit(keys[index]).cast("long"))
+        for index, group in enumerate(class_bins(sizes, tasks))
+        for label in group
+    ]
+    return frame.repartition(tasks, F.create_map(*[c for pair in pairs for c in pair])[F.col("label")])
 
 
 RECORD_COLUMNS = ["size_bytes", "sha256", "format", "width", "height", "mode", "status", "reason"]
@@ -55,8 +110,10 @@ def _inspect_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 
 def catalogue_images(spark: SparkSession, files: list[ImageFile]) -> DataFrame:
+    """One catalogue row per file, `spread` over the tasks by class (see `whole_classes`)."""
     listing = spark.createDataFrame([(f.uri, f.label, f.split) for f in files], LISTING_SCHEMA)
-    return listing.repartition(task_count(spark, len(files))).mapInPandas(_inspect_batches, CATALOGUE_SCHEMA)
+    sizes = dict(Counter(f.label for f in files))
+    return spread(spark, listing, sizes).mapInPandas(_inspect_batches, CATALOGUE_SCHEMA)
 
 
 _extractors: dict[str, FeatureExtractor] = {}
@@ -90,12 +147,13 @@ def mobilenet_udf(weights_broadcast, threads: int, batch_size: int, progress=Non
 def embed_images(
     spark: SparkSession,
     images: DataFrame,
-    rows: int,
+    sizes: dict[str, int],
     weights_broadcast,
     progress=None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> DataFrame:
-    """Add a `features` column (1280 float32) to `images` (which has `uri`)."""
+    """Add a `features` column (1280 float32) to `images` (which has `uri` and `label`; {class: rows} in
+    `sizes`), `spread` over the tasks by class (see `whole_classes`)."""
     threads = int(spark.conf.get("spark.task.cpus", "1"))
     udf = mobilenet_udf(weights_broadcast, threads, batch_size, progress)
-    return images.repartition(task_count(spark, rows)).withColumn("features", udf(F.col("uri")))
+    return spread(spark, images, sizes).withColumn("features", udf(F.col("uri")))
