@@ -17,6 +17,7 @@ import uuid
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DoubleType, FloatType
 
 from fruits_platform.sources import class_dir_name, is_s3
 
@@ -135,12 +136,18 @@ class PartitionedDataset:
             # repartition(column) of small data into one or a few tasks that write every class's file
             # in turn (measured on 119 classes: writing scaled_features 4.8 s -> 3.1 s).
             rows = rows.repartition(min(len(labels), 2 * self.spark.sparkContext.defaultParallelism), DIR_COLUMN)
+        # Sorted by folder first: that is the order the partitioned writer requires, so Spark adds no sort of its
+        # own (which would replace the uri order and make reruns differ).
+        writer = rows.sortWithinPartitions(DIR_COLUMN, "uri").write.partitionBy(DIR_COLUMN)
+        for field in frame.schema.fields:
+            if isinstance(field.dataType, ArrayType) and isinstance(
+                field.dataType.elementType, (FloatType, DoubleType)
+            ):
+                # Vectors: a dictionary of their values never pays (they all differ), and trying one took a third of
+                # the time of writing 9,520 vectors of 1280 floats (1.5 s -> 1.0 s, the same bytes on disk).
+                writer = writer.option(f"parquet.enable.dictionary#{field.name}.list.element", "false")
         try:
-            (
-                # Sorted by folder first: that is the order the partitioned writer requires, so Spark adds
-                # no sort of its own (which would replace the uri order and make reruns differ).
-                rows.sortWithinPartitions(DIR_COLUMN, "uri").write.partitionBy(DIR_COLUMN).parquet(staging)
-            )
+            writer.parquet(staging)
         except BaseException:
             # Nothing was swapped: every class keeps its previous version; drop the partial write.
             self.fs.delete(staging)

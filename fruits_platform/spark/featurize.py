@@ -64,16 +64,22 @@ def whole_classes(spark: SparkSession, sizes: dict[str, int]) -> bool:
     return len(sizes) >= max(tasks, MIN_CLASSES_PER_CORE * spark.sparkContext.defaultParallelism)
 
 
-def _partition_keys(spark: SparkSession, partitions: int) -> list[int]:
-    """For each partition p, a long that Spark's hash partitioning into `partitions` sends to p."""
-    found = (
-        spark.range(64 * partitions)
-        .groupBy(F.pmod(F.hash("id"), F.lit(partitions)).alias("p"))
-        .agg(F.min("id").alias("id"))
-        .collect()
-    )
-    keys = {row["p"]: row["id"] for row in found}
-    return [keys[p] for p in range(partitions)]
+_PARTITION_KEYS: dict[int, tuple[int, ...]] = {}
+
+
+def _partition_keys(spark: SparkSession, partitions: int) -> tuple[int, ...]:
+    """For each partition p, a long that Spark's hash partitioning into `partitions` sends to p (Murmur3, a
+    fixed function: computed once per process and number of partitions)."""
+    if partitions not in _PARTITION_KEYS:
+        found = (
+            spark.range(64 * partitions)
+            .groupBy(F.pmod(F.hash("id"), F.lit(partitions)).alias("p"))
+            .agg(F.min("id").alias("id"))
+            .collect()
+        )
+        keys = {row["p"]: row["id"] for row in found}
+        _PARTITION_KEYS[partitions] = tuple(keys[p] for p in range(partitions))
+    return _PARTITION_KEYS[partitions]
 
 
 def spread(spark: SparkSession, frame: DataFrame, sizes: dict[str, int]) -> DataFrame:
