@@ -148,7 +148,12 @@ def _scree_markdown(explained_variance: tuple, spectrum: tuple, title: str) -> s
     k = len(explained_variance)
     shown = spectrum[: max(k * 2, min(len(spectrum), 50))]
     figure, axis = plt.subplots(figsize=(7, 3.6))
-    axis.bar(range(1, len(shown) + 1), shown, color=["#2f7ed8" if i < k else "#c8d6e5" for i in range(len(shown))])
+    # Two filled step outlines (kept components, then the rest) rather than a bar per component: hundreds of
+    # bars took ~0.6 s to draw, for the same picture.
+    edges = np.arange(len(shown) + 1) + 0.5
+    axis.stairs(shown[:k], edges[: min(k, len(shown)) + 1], fill=True, color="#2f7ed8", label="kept")
+    if len(shown) > k:
+        axis.stairs(shown[k:], edges[k:], fill=True, color="#c8d6e5", label="dropped")
     axis.set_xlabel("principal component")
     axis.set_ylabel("explained variance ratio")
     twin = axis.twinx()
