@@ -79,13 +79,17 @@ def _remember(session, target: str, record: dict | None, model: PipelineModel) -
     return fitted
 
 
-def load_feature_model(session, storage: FruitsStorage) -> FittedModel:
-    target = model_path(storage)
-    record = read_json(session, f"{target}/{FIT_RECORD}")
+def _load(session, target: str, record: dict | None) -> FittedModel:
+    """The model saved at `target` with its fit `record`, from this process's cache when it is the same."""
     key = _cache_key(session, target, record)
     if key is not None and key in _LOADED:
         return _LOADED[key]
     return _remember(session, target, record, PipelineModel.load(target))
+
+
+def load_feature_model(session, storage: FruitsStorage) -> FittedModel:
+    target = model_path(storage)
+    return _load(session, target, read_json(session, f"{target}/{FIT_RECORD}"))
 
 
 def materialized_classes(context: AssetExecutionContext, dataset) -> list[str]:
@@ -161,7 +165,7 @@ def feature_model(
     record = read_json(session, f"{target}/{FIT_RECORD}")
     if record and record["inputs"] == fit_inputs:
         context.log.info("Training images, weights and settings unchanged: the fitted model is reused")
-        fitted = load_feature_model(session, storage)
+        fitted = _load(session, target, record)
     else:
         try:
             model, summary = fit_feature_model(

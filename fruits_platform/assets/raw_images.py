@@ -1,7 +1,5 @@
 """`raw_images`: the catalogue of every file of a fruit class, valid or not."""
 
-from collections import Counter
-
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import functions as F
@@ -16,7 +14,7 @@ from fruits_platform.assets.common import (
     write_summarized,
 )
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.spark.featurize import catalogue_images, whole_classes
+from fruits_platform.spark.featurize import catalogue_images, listing_sizes, whole_classes
 
 SCHEMA = column_schema(
     {
@@ -61,7 +59,7 @@ def raw_images(
             catalogue_images(session, files),
             labels,
             ["uri", "sha256", "status"],
-            grouped=whole_classes(session, dict(Counter(f.label for f in files))),
+            grouped=whole_classes(session, listing_sizes(files)),  # as catalogue_images spread them
             rows=F.count("*"),
             ok=F.count(F.when(F.col("status") == "ok", 1)),
         )

@@ -140,8 +140,8 @@ class PartitionedDataset:
         Rows are sorted by uri in each file, so identical inputs give identical files. By default the rows
         are first shuffled so that each class is written by one task, in one file. `grouped=True` says that
         the frame's partitions already hold whole classes (a frame read from per-class folders, where each
-        class is a file that Spark splits only beyond its maximum partition size): each partition then
-        writes its own classes, with no shuffle.
+        class is a file that Spark splits only beyond its maximum partition size, or one `spread` by class):
+        each partition then writes its own classes, with no shuffle.
 
         `observe`: aggregates ({name: column}) of the rows written, computed by Spark while it writes them
         (observed metrics, no second pass over the data); returned as a dict, or None when Spark reports

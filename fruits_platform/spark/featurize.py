@@ -46,6 +46,11 @@ def class_sizes(frame: DataFrame) -> dict[str, int]:
     return {row["label"]: row["count"] for row in frame.groupBy("label").count().collect()}
 
 
+def listing_sizes(files: list[ImageFile]) -> dict[str, int]:
+    """{class: files} of a file listing."""
+    return dict(Counter(f.label for f in files))
+
+
 def class_bins(sizes: dict[str, int], bins: int) -> list[list[str]]:
     """The classes of `sizes` ({class: rows}) in `bins` groups of about equal rows: each class, largest first,
     joins the group with the fewest rows so far (deterministic: ties go to the first group, then by name)."""
@@ -118,8 +123,7 @@ def _inspect_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 def catalogue_images(spark: SparkSession, files: list[ImageFile]) -> DataFrame:
     """One catalogue row per file, `spread` over the tasks by class (see `whole_classes`)."""
     listing = spark.createDataFrame([(f.uri, f.label, f.split) for f in files], LISTING_SCHEMA)
-    sizes = dict(Counter(f.label for f in files))
-    return spread(spark, listing, sizes).mapInPandas(_inspect_batches, CATALOGUE_SCHEMA)
+    return spread(spark, listing, listing_sizes(files)).mapInPandas(_inspect_batches, CATALOGUE_SCHEMA)
 
 
 _extractors: dict[str, FeatureExtractor] = {}
