@@ -51,7 +51,6 @@ TARGETS = {
 }
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 # --------------------------------------------------------------------------- process-tree RSS
@@ -198,10 +197,11 @@ def platform_resources(data_root, output_root, weights, image_size, spark_conf):
     from dagster import ResourceDefinition
     from dagster_pyspark import LazyPySparkResource
 
-    from fruits_platform.resources import LOCAL_SPARK_CONFIG
+    from fruits_platform.resources import LOCAL_SPARK_CONFIG, use_local_spark_env
     from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
     from fruits_platform.resources.storage import FruitsStorage
 
+    use_local_spark_env()
     return {
         "spark": LazyPySparkResource(spark_config={**LOCAL_SPARK_CONFIG, **spark_conf}),
         "storage": FruitsStorage(data_root=str(data_root), output_root=str(output_root)),
@@ -418,7 +418,7 @@ def phase_unpartitioned(args, sampler) -> dict:
 
     from fruits_platform.ml.mobilenet import load_weights
     from fruits_platform.ml.reduction import fit_feature_model, project, scale
-    from fruits_platform.resources import LOCAL_SPARK_CONFIG
+    from fruits_platform.resources import LOCAL_SPARK_CONFIG, use_local_spark_env
     from fruits_platform.sources import list_class_files, list_classes
     from fruits_platform.spark.featurize import catalogue_images, class_sizes, embed_images
 
@@ -430,6 +430,7 @@ def phase_unpartitioned(args, sampler) -> dict:
 
     sampler.reset()
     t = time.perf_counter()
+    use_local_spark_env()
     builder = SparkSession.builder.appName("fruits-bench-unpartitioned")
     for key, value in {**LOCAL_SPARK_CONFIG, **args["spark_conf"]}.items():
         builder = builder.config(key, value)

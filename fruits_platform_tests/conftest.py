@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 import pytest
+
+from fruits_platform.resources import use_local_spark_env
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_ROOT = REPO / "fruits_platform" / "sample_data" / "fruits360"
@@ -37,8 +38,8 @@ os.environ.update(
     AWS_SECRET_ACCESS_KEY="testing",
     AWS_DEFAULT_REGION="us-east-1",
 )
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+use_local_spark_env()  # for every Spark session a test starts, with or without the fixture
 
 
 @pytest.fixture(scope="session")
