@@ -26,11 +26,11 @@ LOCAL_SPARK_CONFIG = {
     # Local mode: the driver JVM is the whole cluster. 3g fits the 9,520-image benchmark with room to
     # spare (peak RSS of the process tree 6.2 GB with 3g vs 8.8 GB with 6g, same speed, measured).
     "spark.driver.memory": os.getenv("FRUITS_SPARK_DRIVER_MEMORY", "3g"),
-    # That JVM lives for one run, and HotSpot's optimizing compiler (C2) spent 18 CPU-seconds of a 9,520-image
-    # run compiling thousands of lukewarm methods, on cores the model needs. Ten times its usual thresholds
-    # leave C2 for the hot per-row loops only: C2 18 -> 7 s, the JVM 51 -> 41 CPU-s, its tasks' own CPU
-    # unchanged (16 -> 17 s; C1 alone, -XX:TieredStopAtLevel=1, saved 4 s more but made them 27 % slower,
-    # a cost that grows with the data).
+    # That JVM lives only as long as the process of a run (or the CLI's few runs), and HotSpot's optimizing
+    # compiler (C2) spent 18 CPU-seconds of a 9,520-image run compiling thousands of lukewarm methods, on cores
+    # the model needs. Ten times its usual thresholds leave C2 for the hot per-row loops only: C2 18 -> 7 s, the
+    # JVM 51 -> 41 CPU-s, its tasks' own CPU unchanged (16 -> 17 s; C1 alone, -XX:TieredStopAtLevel=1, saved 4 s
+    # more but made them 27 % slower, a cost that grows with the data).
     "spark.driver.extraJavaOptions": "-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 "
     "-XX:Tier4CompileThreshold=150000 -XX:Tier4BackEdgeThreshold=400000",
     "spark.sql.execution.arrow.maxRecordsPerBatch": "64",
