@@ -49,7 +49,7 @@ def spark():
     from fruits_platform.resources import LOCAL_SPARK_CONFIG
 
     builder = SparkSession.builder.appName("fruits-platform-tests")
-    for key, value in {**LOCAL_SPARK_CONFIG, "spark.driver.memory": "3g"}.items():
+    for key, value in LOCAL_SPARK_CONFIG.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     yield session
