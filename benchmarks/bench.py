@@ -193,7 +193,7 @@ def subsets(full: Path, work: Path, subset: int | None) -> dict:
 # --------------------------------------------------------------------------- child phases
 
 
-def platform_resources(data_root, output_root, weights, image_size, spark_conf):
+def platform_resources(data_root, output_root, weights, image_size, spark_conf, engine):
     from dagster import ResourceDefinition
     from dagster_pyspark import LazyPySparkResource
 
@@ -205,7 +205,7 @@ def platform_resources(data_root, output_root, weights, image_size, spark_conf):
     return {
         "spark": LazyPySparkResource(spark_config={**LOCAL_SPARK_CONFIG, **spark_conf}),
         "storage": FruitsStorage(data_root=str(data_root), output_root=str(output_root)),
-        "weights": MobileNetWeights(weights=str(weights), image_size=image_size),
+        "weights": MobileNetWeights(weights=str(weights), image_size=image_size, engine=engine),
         "reduction": ReductionSettings(),
         "pyspark_step_launcher": ResourceDefinition.none_resource(),
     }
@@ -261,14 +261,21 @@ def phase_bare(args, sampler) -> dict:
     import numpy as np
 
     from fruits_platform.ml.images import decode_batch
-    from fruits_platform.ml.mobilenet import DEFAULT_BATCH_SIZE, FeatureExtractor, load_weights
+    from fruits_platform.ml.mobilenet import (
+        DEFAULT_BATCH_SIZE,
+        FeatureExtractor,
+        LiteRTFeatureExtractor,
+        load_weights,
+        to_litert,
+    )
 
     root = Path(args["data_root"])
     paths = sorted(str(p) for split in ("Training", "Test") for p in (root / split).glob("*/*") if p.is_file())
     out = {"images": len(paths)}
     for size in args["sizes"]:
         started = time.perf_counter()
-        extractor = FeatureExtractor(load_weights(args["weights"], size))
+        weights = load_weights(args["weights"], size)
+        extractor = FeatureExtractor(weights)
         extractor.featurize_bytes([Path(p).read_bytes() for p in paths[:BATCH]])  # warm-up (graph tracing)
         build = time.perf_counter() - started
 
@@ -296,7 +303,7 @@ def phase_bare(args, sampler) -> dict:
             np.save(args["save_features"], np.concatenate(features))
             Path(args["save_features"] + ".uris.json").write_text(json.dumps(paths))
             # The same process and batches of 64, the model called on DEFAULT_BATCH_SIZE images at a time
-            # (what each platform worker does, there with one TensorFlow thread per worker).
+            # (what each platform worker does with the keras engine, there with one thread per worker).
             extractor.batch_size = DEFAULT_BATCH_SIZE
             started = time.perf_counter()
             for i in range(0, len(paths), BATCH):
@@ -306,6 +313,20 @@ def phase_bare(args, sampler) -> dict:
                 "batch_size": DEFAULT_BATCH_SIZE,
                 "read_decode_predict_seconds": round(total, 2),
                 "images_per_second": round(len(paths) / total, 2),
+            }
+            # The platform's default engine in the same process: LiteRT on every core, one image per call.
+            lite = LiteRTFeatureExtractor(to_litert(weights), size, batch_size=1, threads=os.cpu_count() or 1)
+            lite.featurize_bytes([Path(p).read_bytes() for p in paths[:BATCH]])  # warm-up
+            started = time.perf_counter()
+            lite_features = [
+                lite.featurize_bytes([Path(p).read_bytes() for p in paths[i : i + BATCH]])
+                for i in range(0, len(paths), BATCH)
+            ]
+            total = time.perf_counter() - started
+            out[str(size)]["litert"] = {
+                "read_decode_predict_seconds": round(total, 2),
+                "images_per_second": round(len(paths) / total, 2),
+                "max_abs_diff_vs_keras": float(np.abs(np.concatenate(lite_features) - np.concatenate(features)).max()),
             }
     return out
 
@@ -319,7 +340,9 @@ def phase_platform(args, sampler) -> dict:
     work = Path(args["work"])
     (work / "home").mkdir(parents=True)
     data, output = Path(args["data_root"]), work / "out"
-    resources = platform_resources(data, output, args["weights"], args["image_size"], args["spark_conf"])
+    resources = platform_resources(
+        data, output, args["weights"], args["image_size"], args["spark_conf"], args["engine"]
+    )
     result = {}
     with instance_for_test(temp_dir=str(work / "home")) as instance:
         classes, _ = register_classes(instance, str(data))
@@ -386,14 +409,14 @@ def direct_featurize_and_refit(resources, data, output, label) -> dict:
     from fruits_platform.spark.featurize import catalogue_images, class_sizes, embed_images
 
     spark = resources["spark"].spark_session
-    weights = resources["weights"].load()
+    model = resources["weights"].compiled()
     storage = resources["storage"]
     scratch = output.parent / "direct"
     started = time.perf_counter()
     files = list_class_files(str(data), label)
     catalogue = catalogue_images(spark, files).where(F.col("status") == "ok").cache()
     sizes = class_sizes(catalogue)
-    broadcast = spark.sparkContext.broadcast(weights)
+    broadcast = spark.sparkContext.broadcast(model)
     embed_images(spark, catalogue, sizes, broadcast).write.mode("overwrite").parquet(str(scratch / "features"))
     broadcast.unpersist()
     catalogue.unpersist()
@@ -416,7 +439,7 @@ def phase_unpartitioned(args, sampler) -> dict:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    from fruits_platform.ml.mobilenet import load_weights
+    from fruits_platform.ml.mobilenet import compile_model, load_weights
     from fruits_platform.ml.reduction import fit_feature_model, project, scale
     from fruits_platform.resources import LOCAL_SPARK_CONFIG, use_local_spark_env
     from fruits_platform.sources import list_class_files, list_classes
@@ -446,8 +469,8 @@ def phase_unpartitioned(args, sampler) -> dict:
     stage("catalogue_write", t)
 
     t = time.perf_counter()
-    weights = load_weights(args["weights"], args["image_size"])
-    broadcast = spark.sparkContext.broadcast(weights)
+    model = compile_model(load_weights(args["weights"], args["image_size"]), args["engine"])
+    broadcast = spark.sparkContext.broadcast(model)
     stage("load_weights", t)
 
     t = time.perf_counter()
@@ -571,7 +594,7 @@ def table(report: dict) -> str:
         f"Fruits! feature platform benchmark — {report['started']}, {report['machine']}",
         f"data: {report['data']['images']} images / {len(report['data']['classes'])} classes "
         f"(1/5 subset: {report['data']['small_images']} images); weights {report['weights_name']}; "
-        f"spark overrides: {report['spark_conf'] or 'none'}",
+        f"platform engine {report.get('engine', 'keras')}; spark overrides: {report['spark_conf'] or 'none'}",
         f"load average (1, 5, 15 min): start {report['loadavg_start']}, end {report['loadavg_end']}; "
         f"wall time {report['wall_seconds']:.0f}s"
         + (
@@ -592,7 +615,15 @@ def table(report: dict) -> str:
         lines.append(
             f"| bare Keras 224 px, same process, model called on {mb['batch_size']} images at a time | "
             f"{r['bare']['images']} | {mb['read_decode_predict_seconds']} | {mb['images_per_second']} | | "
-            "for reference: the platform's model calls, but one process with TensorFlow on every core |"
+            "for reference: the keras engine's model calls, but one process with TensorFlow on every core |"
+        )
+    if "litert" in bare:
+        lt = bare["litert"]
+        lines.append(
+            f"| bare LiteRT 224 px, same process, 1 image per call | {r['bare']['images']} | "
+            f"{lt['read_decode_predict_seconds']} | {lt['images_per_second']} | | for reference: the platform's "
+            f"default engine (the same network and weights) in one process on every core; "
+            f"max |LiteRT − Keras| {lt['max_abs_diff_vs_keras']:.1e} |"
         )
     lines += [
         f"| platform end-to-end 224 px (materialize_classes: the 4 assets + feature_model, {full['runs']} run) | "
@@ -644,8 +675,8 @@ def table(report: dict) -> str:
         lines += [
             "",
             f"max |platform − bare Keras| over all vectors: {report['max_abs_diff_platform_vs_bare']:.2e} "
-            f"(largest |value| {report.get('max_abs_value_bare', float('nan')):.3g}; the platform calls the model "
-            "on batches of another size, which may round differently)",
+            f"(largest |value| {report.get('max_abs_value_bare', float('nan')):.3g}; the platform runs the same "
+            "network with the engine of the run, on batches of another size, which rounds differently)",
         ]
     lines += ["", "Definitions: " + " ".join(f"**{k}**: {v}" for k, v in DEFINITIONS.items())]
     return "\n".join(lines)
@@ -657,9 +688,10 @@ def fmt_stages(stages: dict) -> str:
 
 DEFINITIONS = {
     "bare Keras": "fruits_platform.ml.mobilenet.FeatureExtractor.featurize_bytes (read + decode_batch + "
-    "predict_on_batch), batches of 64, one process, TensorFlow on every core; model build excluded. The platform "
-    "runs one Python worker per core, each with one TensorFlow thread, calling the model on 8 images at a time "
-    "(FRUITS_BATCH_SIZE).",
+    "predict_on_batch), batches of 64, one process, TensorFlow on every core; model build excluded: the issue's "
+    "limit. The platform runs one Python worker per core, each with a one-thread model of its engine (FRUITS_ENGINE, "
+    "default LiteRT: the same network and weights run by LiteRT's XNNPACK kernels, built from a flatbuffer the driver "
+    "converts with TensorFlow's converter), calling it on 1 image at a time (8 for keras; FRUITS_BATCH_SIZE).",
     "platform end-to-end": "runner.materialize_classes over every class (one key range = one Dagster run with "
     "BackfillPolicy.single_run, one SparkSession; this is also how a UI backfill of all partitions runs), "
     "Spark session start and weights loading included.",
@@ -683,6 +715,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--tar", default=str(DEFAULT_TAR))
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    parser.add_argument("--engine", default="litert", help="the platform's engine: litert (default) or keras")
     parser.add_argument("--small-size", type=int, default=96, help="optional smaller input size row (0 = none)")
     parser.add_argument("--spark-conf", action="append", default=[], help="key=value over LOCAL_SPARK_CONFIG")
     parser.add_argument("--skip-extras", action="store_true", help="no add-class / 5 %% rows")
@@ -715,7 +748,7 @@ def main() -> None:
         data = subsets(full_root, work / "data", options.subset)
         data["extract_seconds"] = round(time.perf_counter() - t, 2)
         log(f"{data['images']} images in {len(data['classes'])} classes; 1/5 subset {data['small_images']} images")
-        common = {"weights": options.weights, "spark_conf": spark_conf, "image_size": 224}
+        common = {"weights": options.weights, "spark_conf": spark_conf, "image_size": 224, "engine": options.engine}
         results = {}
         bare_features = str(work / "bare_features.npy")
         results["bare"] = run_child(
@@ -779,6 +812,7 @@ def main() -> None:
             "weights_name": Path(options.weights).name,
             **resumed,
             "spark_conf": spark_conf,
+            "engine": options.engine,
             "data": {k: v for k, v in data.items() if k not in {"main", "small", "main_platform", "new_class_source"}},
             "definitions": DEFINITIONS,
             "results": results,

@@ -380,7 +380,7 @@ def test_python_worker_killed_mid_task_is_retried_and_the_result_is_complete(wor
     from fruits_platform.spark.featurize import class_sizes, embed_images
 
     features = table(world["out"] / "mobilenet_features")
-    weights = load_weights(WEIGHTS, SIZE)
+    model = MobileNetWeights(weights=WEIGHTS, image_size=SIZE).compiled()  # the world's (cached in this process)
     images = spark.createDataFrame(features.select(["uri", "label", "split"]).to_pandas())
 
     @pandas_udf("int")
@@ -390,7 +390,7 @@ def test_python_worker_killed_mid_task_is_retried_and_the_result_is_complete(wor
             os.kill(os.getpid(), signal.SIGKILL)  # this Python worker dies in the middle of its task
         return vectors.map(len)
 
-    broadcast = spark.sparkContext.broadcast(weights)
+    broadcast = spark.sparkContext.broadcast(model)
     sizes = class_sizes(images)
     group = f"worker-kill-{time.time_ns()}"
     spark.sparkContext.setJobGroup(group, "worker kill test")

@@ -92,6 +92,43 @@ def test_random_valid_images_decode_like_pillow(width, height, mode, fmt, seed):
     np.testing.assert_array_equal(decode_rgb(data, 48), expected)
 
 
+def test_preprocess_is_keras_mobilenet_v2_preprocess_input_to_the_bit():
+    from keras.applications.mobilenet_v2 import preprocess_input
+
+    from fruits_platform.ml.mobilenet import preprocess
+
+    images = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=3)
+    ours = preprocess(images)
+    assert ours.dtype == np.float32 and ours.min() == -1.0 and ours.max() == 1.0
+    np.testing.assert_array_equal(ours, preprocess_input(images.astype(np.float32)))
+
+
+def test_litert_engine_gives_keras_vectors_to_float_rounding_in_calls_of_any_size():
+    from fruits_platform.ml.mobilenet import CompiledModel, FeatureExtractor, compile_model, load_weights, signature
+
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, size=(7, 96, 96, 3), dtype=np.uint8)
+    weights = load_weights("random:0", 96)
+    keras_vectors = FeatureExtractor(weights).featurize_arrays(images)
+    compiled = compile_model(weights, "litert")
+    assert isinstance(compiled.payload, bytes) and compiled.signature == signature(weights, "litert")
+    assert compiled.signature != weights.signature  # vectors of another engine are never mixed up with Keras's
+    lite = compiled.extractor(batch_size=3)
+    calls = []
+    predict = lite._predict
+    lite._predict = lambda batch: calls.append(len(batch)) or predict(batch)
+    vectors = lite.featurize_arrays(images)
+    assert calls == [3, 3, 1] and vectors.shape == (7, 1280) and vectors.dtype == np.float32
+    scale = np.abs(keras_vectors).max()
+    np.testing.assert_allclose(vectors, keras_vectors, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_array_equal(lite.featurize_arrays(images[:2]), vectors[:2])  # resized back: same values
+    assert lite.featurize_arrays(images[:0]).shape == (0, 1280)
+    keras_model = compile_model(weights, "keras")
+    assert keras_model.signature == weights.signature and isinstance(keras_model, CompiledModel)
+    with pytest.raises(ValueError, match="engine"):
+        compile_model(weights, "onnx")
+
+
 def test_model_calls_of_any_batch_size_give_the_same_vectors():
     from fruits_platform.ml.mobilenet import FeatureExtractor, load_weights
 

@@ -21,7 +21,7 @@ from fruits_platform.assets.common import (
     storage_failures,
     write_summarized,
 )
-from fruits_platform.ml.mobilenet import FEATURE_DIM
+from fruits_platform.ml.mobilenet import DEFAULT_BATCH_SIZES, FEATURE_DIM
 from fruits_platform.resources.model import MobileNetWeights
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.spark.featurize import class_sizes, embed_images, whole_classes
@@ -30,7 +30,10 @@ SCHEMA = column_schema(
     {
         "sha256": ("string", "SHA-256 of the image bytes the vector was computed from"),
         "features": ("list<float32>[1280]", "MobileNetV2 global-average-pooled embedding (ImageNet preprocessing)"),
-        "model_signature": ("string", "Weights fingerprint, input size and preprocessing that produced the vector"),
+        "model_signature": (
+            "string",
+            "Weights fingerprint, input size, preprocessing and engine (LiteRT; none: Keras) of the vector",
+        ),
     }
 )
 CHECK_FINITE = "features_are_finite_1280d"
@@ -61,7 +64,8 @@ CHECK_ONE_ROW = "one_row_per_ok_image"
     description=(
         "MobileNetV2 embeddings (1280 values, include_top=False, average pooling, 224x224 by default) of "
         "every `ok` image in `raw_images`, computed by Spark with the model built once per worker from "
-        "broadcast weights. Images whose content (SHA-256) was already embedded with the same weights and "
+        "broadcast weights (run by LiteRT by default, or Keras: `engine` in the metadata). Images whose "
+        "content (SHA-256) was already embedded with the same weights and "
         "settings are reused, not run through the model again (`images_embedded` counts the model's work)."
     ),
 )
@@ -76,7 +80,8 @@ def mobilenet_features(
     labels = list(context.partition_keys)
     session = spark.spark_session
     model_weights = weights.load()
-    signature = model_weights.signature
+    model = weights.compiled()
+    signature = model.signature
 
     images = (
         storage.dataset(session, "raw_images")
@@ -101,10 +106,11 @@ def mobilenet_features(
     total, embed_count = sum(sizes.values()), sum(embed_sizes.values())
     context.log.info(
         f"{total} ok image(s) in {len(labels)} class(es): {embed_count} to embed, {total - embed_count} reused; "
-        f"weights {model_weights.source} ({model_weights.fingerprint}), {model_weights.image_size}px"
+        f"weights {model_weights.source} ({model_weights.fingerprint}), {model_weights.image_size}px, "
+        f"engine {model.engine}"
     )
 
-    broadcast = session.sparkContext.broadcast(model_weights)
+    broadcast = session.sparkContext.broadcast(model)
     progress = session.sparkContext.accumulator(0)
     embedded = embed_images(session, to_embed, embed_sizes, broadcast, progress, weights.batch_size)
     features = embedded if reused is None else embedded.unionByName(reused)
@@ -137,7 +143,8 @@ def mobilenet_features(
             weights_source=MetadataValue.text(model_weights.source),
             weights_fingerprint=MetadataValue.text(model_weights.fingerprint),
             image_size=MetadataValue.int(model_weights.image_size),
-            batch_size=MetadataValue.int(weights.batch_size),
+            engine=MetadataValue.text(model.engine),
+            batch_size=MetadataValue.int(weights.batch_size or DEFAULT_BATCH_SIZES[model.engine]),
         ),
         check_results=[
             AssetCheckResult(

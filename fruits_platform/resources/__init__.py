@@ -10,7 +10,7 @@ from pathlib import Path
 from dagster import EnvVar, ResourceDefinition
 from dagster_pyspark import LazyPySparkResource
 
-from fruits_platform.ml.mobilenet import DEFAULT_BATCH_SIZE
+from fruits_platform.ml.mobilenet import DEFAULT_ENGINE
 from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
 from fruits_platform.resources.storage import FruitsStorage
 
@@ -69,7 +69,8 @@ def model_resources() -> dict:
         "weights": MobileNetWeights(
             weights=_setting("FRUITS_WEIGHTS", "imagenet"),
             image_size=_setting("FRUITS_IMAGE_SIZE", 224),
-            batch_size=_setting("FRUITS_BATCH_SIZE", DEFAULT_BATCH_SIZE),
+            engine=_setting("FRUITS_ENGINE", DEFAULT_ENGINE),
+            batch_size=_setting("FRUITS_BATCH_SIZE", 0),
         ),
         "reduction": ReductionSettings(
             pca_k=_setting("FRUITS_PCA_K", 0),

@@ -2,7 +2,7 @@
 
 - `catalogue_images`: file listing -> one catalogue row per file (`inspect_image` in mapInPandas).
 - `embed_images`: catalogue rows -> 1280-d MobileNetV2 vectors with an iterator pandas UDF; the model
-  is built once per Python worker (one TensorFlow thread per Spark core) from weights the driver
+  is built once per Python worker (one engine thread per Spark core) from the `CompiledModel` the driver
   broadcast, and called on small batches (`batch_size`) within each Arrow batch.
 """
 
@@ -19,7 +19,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType
 
 from fruits_platform.ml.images import inspect_image
-from fruits_platform.ml.mobilenet import DEFAULT_BATCH_SIZE, FeatureExtractor, ModelWeights, configure_threads
+from fruits_platform.ml.mobilenet import DEFAULT_BATCH_SIZES, CompiledModel, FeatureExtractor
 from fruits_platform.sources import ImageFile, read_bytes
 
 LISTING_SCHEMA = "uri string, label string, split string"
@@ -129,22 +129,21 @@ def catalogue_images(spark: SparkSession, files: list[ImageFile]) -> DataFrame:
 _extractors: dict[str, FeatureExtractor] = {}
 
 
-def _worker_extractor(weights_broadcast, threads: int, batch_size: int) -> FeatureExtractor:
+def _worker_extractor(model_broadcast, threads: int, batch_size: int | None) -> FeatureExtractor:
     """The model of this Python worker, built on first use and kept while the worker lives."""
-    weights: ModelWeights = weights_broadcast.value
-    if weights.signature not in _extractors:
-        configure_threads(threads)
+    model: CompiledModel = model_broadcast.value
+    if model.signature not in _extractors:
         _extractors.clear()
-        _extractors[weights.signature] = FeatureExtractor(weights)
-    extractor = _extractors[weights.signature]
-    extractor.batch_size = batch_size
+        _extractors[model.signature] = model.extractor(threads=threads)
+    extractor = _extractors[model.signature]
+    extractor.batch_size = batch_size or DEFAULT_BATCH_SIZES[model.engine]
     return extractor
 
 
-def mobilenet_udf(weights_broadcast, threads: int, batch_size: int, progress=None):
+def mobilenet_udf(model_broadcast, threads: int, batch_size: int | None, progress=None):
     @pandas_udf(ArrayType(FloatType()))
     def mobilenet_embedding(uri_batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-        extractor = _worker_extractor(weights_broadcast, threads, batch_size)
+        extractor = _worker_extractor(model_broadcast, threads, batch_size)
         for uris in uri_batches:
             features = extractor.featurize_bytes([read_bytes(uri) for uri in uris])
             if progress is not None:
@@ -158,12 +157,13 @@ def embed_images(
     spark: SparkSession,
     images: DataFrame,
     sizes: dict[str, int],
-    weights_broadcast,
+    model_broadcast,
     progress=None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> DataFrame:
     """Add a `features` column (1280 float32) to `images` (which has `uri` and `label`; {class: rows} in
-    `sizes`), `spread` over the tasks by class (see `whole_classes`)."""
+    `sizes`), `spread` over the tasks by class (see `whole_classes`). `model_broadcast`: a broadcast
+    `CompiledModel`; `batch_size`: images per model call (None: the engine's default)."""
     threads = int(spark.conf.get("spark.task.cpus", "1"))
-    udf = mobilenet_udf(weights_broadcast, threads, batch_size, progress)
+    udf = mobilenet_udf(model_broadcast, threads, batch_size, progress)
     return spread(spark, images, sizes).withColumn("features", udf(F.col("uri")))
