@@ -7,7 +7,7 @@ Weights are specified by one string (FRUITS_WEIGHTS):
   random:<seed>   seeded random initialisation, for fast unit tests only
 The driver loads them once into a `ModelWeights` (plain NumPy arrays) and, for the `litert` engine,
 converts that Keras model into a LiteRT (TensorFlow Lite) flatbuffer: `compile_model` gives the
-`CompiledModel` that Spark broadcasts and `make_extractor` turns into a model on each worker.
+`CompiledModel` that Spark broadcasts and each worker turns into its `Featurizer` (`CompiledModel.extractor`).
 
 Engines (FRUITS_ENGINE), the same network and weights, vectors equal to float rounding:
   litert  the default: LiteRT's XNNPACK CPU kernels, ~2.5x Keras's images/s per core here (two one-thread
@@ -75,6 +75,13 @@ def build_feature_extractor(image_size: int, weights: str | None = None):
     return keras.applications.MobileNetV2(
         include_top=False, weights=weights, pooling="avg", input_shape=(image_size, image_size, 3)
     )
+
+
+def keras_model(weights: ModelWeights):
+    """The feature extractor with these weights."""
+    model = build_feature_extractor(weights.image_size)
+    model.set_weights(list(weights.arrays))
+    return model
 
 
 def _fingerprint(arrays) -> str:
@@ -152,25 +159,18 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     return inputs
 
 
-class FeatureExtractor:
-    """The Keras model built once (per process) from weights, applied to batches of images.
+class Featurizer:
+    """Images -> 1280-d vectors: decode, preprocess, then the model (`_predict`, per engine) called on
+    `batch_size` images at a time (None: the whole array given in one call)."""
 
-    `batch_size`: images per model call (None: the whole array given in one call)."""
-
-    def __init__(self, weights: ModelWeights, batch_size: int | None = None):
+    def __init__(self, image_size: int, batch_size: int | None = None):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.image_size = weights.image_size
+        self.image_size = image_size
         self.batch_size = batch_size
-        self.model = self._build(weights)
-
-    def _build(self, weights: ModelWeights):
-        model = build_feature_extractor(weights.image_size)
-        model.set_weights(list(weights.arrays))
-        return model
 
     def _predict(self, inputs: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict_on_batch(inputs), dtype=np.float32)
+        raise NotImplementedError
 
     def featurize_arrays(self, images: np.ndarray) -> np.ndarray:
         """(n, s, s, 3) uint8 RGB -> (n, 1280) float32, in model calls of `batch_size` images."""
@@ -184,28 +184,35 @@ class FeatureExtractor:
         return self.featurize_arrays(decode_batch(blobs, self.image_size))
 
 
+class FeatureExtractor(Featurizer):
+    """The Keras model, built once (per process) from weights."""
+
+    def __init__(self, weights: ModelWeights, batch_size: int | None = None):
+        super().__init__(weights.image_size, batch_size)
+        self.model = keras_model(weights)
+
+    def _predict(self, inputs: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict_on_batch(inputs), dtype=np.float32)
+
+
 def to_litert(weights: ModelWeights) -> bytes:
     """The Keras model with these weights as a LiteRT flatbuffer (float32, no quantization or other
     optimization: the same network, the same values), converted by TensorFlow's own converter (~4 s)."""
     import tensorflow as tf
 
-    model = build_feature_extractor(weights.image_size)
-    model.set_weights(list(weights.arrays))
+    model = keras_model(weights)
     with contextlib.redirect_stdout(io.StringIO()):  # Keras's export prints every variable's spec
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
-class LiteRTFeatureExtractor(FeatureExtractor):
-    """The same featurization run by LiteRT's interpreter (XNNPACK CPU kernels) on a `to_litert` flatbuffer.
+class LiteRTFeatureExtractor(Featurizer):
+    """The same network run by LiteRT's interpreter (XNNPACK CPU kernels) on a `to_litert` flatbuffer.
     Needs only the `ai-edge-litert` package, not TensorFlow. `threads`: the interpreter's CPU threads."""
 
     def __init__(self, flatbuffer: bytes, image_size: int, batch_size: int | None = None, threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.image_size = image_size
-        self.batch_size = batch_size
+        super().__init__(image_size, batch_size)
         self.interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
         self._input = self.interpreter.get_input_details()[0]["index"]
         self._output = self.interpreter.get_output_details()[0]["index"]
@@ -231,7 +238,7 @@ class CompiledModel:
     signature: str
     payload: object
 
-    def extractor(self, batch_size: int | None = None, threads: int = 1) -> FeatureExtractor:
+    def extractor(self, batch_size: int | None = None, threads: int = 1) -> Featurizer:
         if self.engine == "litert":
             return LiteRTFeatureExtractor(self.payload, self.image_size, batch_size, threads)
         configure_threads(threads)

@@ -19,7 +19,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType
 
 from fruits_platform.ml.images import inspect_image
-from fruits_platform.ml.mobilenet import DEFAULT_BATCH_SIZES, CompiledModel, FeatureExtractor
+from fruits_platform.ml.mobilenet import DEFAULT_BATCH_SIZES, CompiledModel, Featurizer
 from fruits_platform.sources import ImageFile, read_bytes
 
 LISTING_SCHEMA = "uri string, label string, split string"
@@ -126,10 +126,10 @@ def catalogue_images(spark: SparkSession, files: list[ImageFile]) -> DataFrame:
     return spread(spark, listing, listing_sizes(files)).mapInPandas(_inspect_batches, CATALOGUE_SCHEMA)
 
 
-_extractors: dict[str, FeatureExtractor] = {}
+_extractors: dict[str, Featurizer] = {}
 
 
-def _worker_extractor(model_broadcast, threads: int, batch_size: int | None) -> FeatureExtractor:
+def _worker_extractor(model_broadcast, threads: int, batch_size: int | None) -> Featurizer:
     """The model of this Python worker, built on first use and kept while the worker lives."""
     model: CompiledModel = model_broadcast.value
     if model.signature not in _extractors:
