@@ -21,7 +21,7 @@ from fruits_platform.assets.common import (
     storage_failures,
     write_summarized,
 )
-from fruits_platform.ml.mobilenet import DEFAULT_BATCH_SIZES, FEATURE_DIM
+from fruits_platform.ml.mobilenet import FEATURE_DIM
 from fruits_platform.resources.model import MobileNetWeights
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.spark.featurize import class_sizes, embed_images, whole_classes
@@ -144,7 +144,7 @@ def mobilenet_features(
             weights_fingerprint=MetadataValue.text(model_weights.fingerprint),
             image_size=MetadataValue.int(model_weights.image_size),
             engine=MetadataValue.text(model.engine),
-            batch_size=MetadataValue.int(weights.batch_size or DEFAULT_BATCH_SIZES[model.engine]),
+            batch_size=MetadataValue.int(model.batch_size(weights.batch_size)),
         ),
         check_results=[
             AssetCheckResult(

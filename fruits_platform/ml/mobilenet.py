@@ -238,6 +238,10 @@ class CompiledModel:
     signature: str
     payload: object
 
+    def batch_size(self, requested: int | None = None) -> int:
+        """Images per model call: `requested`, else (None or 0) the engine's best."""
+        return requested or DEFAULT_BATCH_SIZES[self.engine]
+
     def extractor(self, batch_size: int | None = None, threads: int = 1) -> Featurizer:
         if self.engine == "litert":
             return LiteRTFeatureExtractor(self.payload, self.image_size, batch_size, threads)

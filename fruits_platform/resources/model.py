@@ -10,7 +10,6 @@ from pydantic import Field, PrivateAttr
 from fruits_platform.ml.mobilenet import (
     DEFAULT_ENGINE,
     DEFAULT_IMAGE_SIZE,
-    ENGINES,
     CompiledModel,
     ModelWeights,
     WeightsUnavailableError,
@@ -80,15 +79,15 @@ class MobileNetWeights(ConfigurableResource):
 
     def compiled(self) -> CompiledModel:
         """The weights in the engine's form, what Spark broadcasts to the workers (once per process)."""
-        if self.engine not in ENGINES:
-            raise Failure(
-                description=f"engine (FRUITS_ENGINE) must be one of {', '.join(ENGINES)}, got {self.engine!r}"
-            )
         weights = self.load()
         key = (weights.signature, self.engine)
         if key not in _COMPILED:
+            try:
+                compiled = compile_model(weights, self.engine)
+            except ValueError as error:  # an unknown engine
+                raise Failure(description=f"FRUITS_ENGINE: {error}", allow_retries=False) from error
             _COMPILED.clear()
-            _COMPILED[key] = compile_model(weights, self.engine)
+            _COMPILED[key] = compiled
         return _COMPILED[key]
 
 

@@ -19,7 +19,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType
 
 from fruits_platform.ml.images import inspect_image
-from fruits_platform.ml.mobilenet import DEFAULT_BATCH_SIZES, CompiledModel, Featurizer
+from fruits_platform.ml.mobilenet import CompiledModel, Featurizer
 from fruits_platform.sources import ImageFile, read_bytes
 
 LISTING_SCHEMA = "uri string, label string, split string"
@@ -136,7 +136,7 @@ def _worker_extractor(model_broadcast, threads: int, batch_size: int | None) -> 
         _extractors.clear()
         _extractors[model.signature] = model.extractor(threads=threads)
     extractor = _extractors[model.signature]
-    extractor.batch_size = batch_size or DEFAULT_BATCH_SIZES[model.engine]
+    extractor.batch_size = model.batch_size(batch_size)
     return extractor
 
 
