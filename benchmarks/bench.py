@@ -205,7 +205,13 @@ def platform_resources(data_root, output_root, weights, image_size, spark_conf, 
     return {
         "spark": LazyPySparkResource(spark_config={**LOCAL_SPARK_CONFIG, **spark_conf}),
         "storage": FruitsStorage(data_root=str(data_root), output_root=str(output_root)),
-        "weights": MobileNetWeights(weights=str(weights), image_size=image_size, engine=engine),
+        # A cache of converted models of this phase's own: every phase converts (cold), as in a first run.
+        "weights": MobileNetWeights(
+            weights=str(weights),
+            image_size=image_size,
+            engine=engine,
+            model_cache=str(Path(output_root).parent / "model_cache"),
+        ),
         "reduction": ReductionSettings(),
         "pyspark_step_launcher": ResourceDefinition.none_resource(),
     }

@@ -129,6 +129,34 @@ def test_litert_engine_gives_keras_vectors_to_float_rounding_in_calls_of_any_siz
         compile_model(weights, "onnx")
 
 
+def test_litert_conversion_is_kept_in_the_file_cache_and_a_bad_file_is_converted_again(tmp_path, monkeypatch, caplog):
+    from fruits_platform.ml import mobilenet
+
+    weights = mobilenet.load_weights("random:0", 96)
+    conversions = []
+    convert = mobilenet.to_litert
+    monkeypatch.setattr(mobilenet, "to_litert", lambda w: conversions.append(w.fingerprint) or convert(w))
+    cache = tmp_path / "cache"
+    first = mobilenet.compile_model(weights, "litert", str(cache))
+    (stored,) = cache.iterdir()
+    assert stored.read_bytes() == first.payload and weights.fingerprint in stored.name and "96px" in stored.name
+    assert mobilenet.compile_model(weights, "litert", str(cache)).payload == first.payload  # a later process
+    assert conversions == [weights.fingerprint]
+
+    stored.write_bytes(first.payload[: len(first.payload) // 2])  # damaged (say, a full disk elsewhere)
+    again = mobilenet.compile_model(weights, "litert", str(cache))
+    assert stored.read_bytes() == again.payload and len(conversions) == 2 and "unusable" in caplog.text
+    # (a conversion is not byte-identical to the previous one, its model is: the same vectors)
+    images = np.random.default_rng(0).integers(0, 256, size=(2, 96, 96, 3), dtype=np.uint8)
+    vectors = first.extractor().featurize_arrays(images)
+    np.testing.assert_array_equal(again.extractor().featurize_arrays(images), vectors)
+
+    blocked = tmp_path / "a file"  # a cache that cannot be written: converted, with a warning, no error
+    blocked.write_text("")
+    assert isinstance(mobilenet.compile_model(weights, "litert", str(blocked)).payload, bytes)
+    assert "could not write" in caplog.text and len(conversions) == 3 and not list(tmp_path.glob("**/*.part"))
+
+
 def test_model_calls_of_any_batch_size_give_the_same_vectors():
     from fruits_platform.ml.mobilenet import FeatureExtractor, load_weights
 

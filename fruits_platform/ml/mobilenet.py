@@ -6,8 +6,9 @@ Weights are specified by one string (FRUITS_WEIGHTS):
   s3://bucket/key a weights file on S3, downloaded once by the driver
   random:<seed>   seeded random initialisation, for fast unit tests only
 The driver loads them once into a `ModelWeights` (plain NumPy arrays) and, for the `litert` engine,
-converts that Keras model into a LiteRT (TensorFlow Lite) flatbuffer: `compile_model` gives the
-`CompiledModel` that Spark broadcasts and each worker turns into its `Featurizer` (`CompiledModel.extractor`).
+converts that Keras model into a LiteRT (TensorFlow Lite) flatbuffer, kept in a file cache for the next
+processes (`litert_flatbuffer`): `compile_model` gives the `CompiledModel` that Spark broadcasts and each
+worker turns into its `Featurizer` (`CompiledModel.extractor`).
 
 Engines (FRUITS_ENGINE), the same network and weights, vectors equal to float rounding:
   litert  the default: LiteRT's XNNPACK CPU kernels, ~2.5x Keras's images/s per core here (two one-thread
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -41,6 +43,10 @@ DEFAULT_ENGINE = "litert"
 # 64 -> 95; LiteRT 1 -> 308, 8 -> 230 (the vectors agree to float rounding whatever the size).
 DEFAULT_BATCH_SIZES = {"litert": 1, "keras": 8}
 DEFAULT_BATCH_SIZE = DEFAULT_BATCH_SIZES["keras"]  # FeatureExtractor's (Keras) default
+# Bump when `to_litert` changes how it converts: it invalidates the flatbuffers in the file cache.
+LITERT_CONVERSION = "float32-v1"
+
+log = logging.getLogger(__name__)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -205,6 +211,58 @@ def to_litert(weights: ModelWeights) -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
+def _cached_flatbuffer(path: str, image_size: int) -> bytes | None:
+    """The flatbuffer in `path` if there is one that LiteRT loads with the expected shapes, else None."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        with open(path, "rb") as handle:
+            flatbuffer = handle.read()
+        interpreter = Interpreter(model_content=flatbuffer)
+        shapes = (interpreter.get_input_details()[0]["shape"], interpreter.get_output_details()[0]["shape"])
+    except (OSError, ValueError, RuntimeError, IndexError) as error:
+        if os.path.exists(path):
+            log.warning("LiteRT model cache: %s is unusable (%s); converting again", path, error)
+        return None
+    if [list(shape[1:]) for shape in shapes] != [[image_size, image_size, 3], [FEATURE_DIM]]:
+        log.warning("LiteRT model cache: %s has other input/output shapes; converting again", path)
+        return None
+    return flatbuffer
+
+
+def litert_flatbuffer(weights: ModelWeights, cache_dir: str | None = None) -> bytes:
+    """`to_litert(weights)`, kept in the local folder `cache_dir` (None or "": no cache) for the next processes:
+    the conversion takes ~4 s, reading the file ~10 ms. The file is named by everything the flatbuffer depends on
+    (weights fingerprint, input size, TensorFlow and Keras versions, LITERT_CONVERSION), written atomically, and
+    checked by loading it before use; a cache that cannot be written only costs the conversion (a warning)."""
+    if not cache_dir:
+        return to_litert(weights)
+    import keras
+    import tensorflow as tf
+
+    name = (
+        f"mobilenet_v2-{weights.fingerprint}-{weights.image_size}px-tf{tf.__version__}-keras{keras.__version__}"
+        f"-{LITERT_CONVERSION}.tflite"
+    )
+    path = os.path.join(os.path.expanduser(cache_dir), name)
+    flatbuffer = _cached_flatbuffer(path, weights.image_size)
+    if flatbuffer is not None:
+        return flatbuffer
+    flatbuffer, part = to_litert(weights), None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".part", delete=False) as handle:
+            part = handle.name
+            handle.write(flatbuffer)
+        os.replace(part, path)
+    except OSError as error:
+        if part is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+        log.warning("LiteRT model cache: could not write %s (%s); the next process converts again", path, error)
+    return flatbuffer
+
+
 class LiteRTFeatureExtractor(Featurizer):
     """The same network run by LiteRT's interpreter (XNNPACK CPU kernels) on a `to_litert` flatbuffer.
     Needs only the `ai-edge-litert` package, not TensorFlow. `threads`: the interpreter's CPU threads."""
@@ -255,8 +313,9 @@ def signature(weights: ModelWeights, engine: str) -> str:
     return weights.signature if engine == "keras" else f"{weights.signature}/{engine}"
 
 
-def compile_model(weights: ModelWeights, engine: str = DEFAULT_ENGINE) -> CompiledModel:
+def compile_model(weights: ModelWeights, engine: str = DEFAULT_ENGINE, cache_dir: str | None = None) -> CompiledModel:
+    """The weights in `engine`'s form; `cache_dir`: where LiteRT flatbuffers are kept (`litert_flatbuffer`)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    payload = to_litert(weights) if engine == "litert" else weights
+    payload = litert_flatbuffer(weights, cache_dir) if engine == "litert" else weights
     return CompiledModel(engine, weights.image_size, signature(weights, engine), payload)

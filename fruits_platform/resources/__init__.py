@@ -11,7 +11,7 @@ from dagster import EnvVar, ResourceDefinition
 from dagster_pyspark import LazyPySparkResource
 
 from fruits_platform.ml.mobilenet import DEFAULT_ENGINE
-from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
+from fruits_platform.resources.model import DEFAULT_MODEL_CACHE, MobileNetWeights, ReductionSettings
 from fruits_platform.resources.storage import FruitsStorage
 
 DEPLOYMENT_ENV = "FRUITS_DEPLOYMENT"
@@ -71,6 +71,7 @@ def model_resources() -> dict:
             image_size=_setting("FRUITS_IMAGE_SIZE", 224),
             engine=_setting("FRUITS_ENGINE", DEFAULT_ENGINE),
             batch_size=_setting("FRUITS_BATCH_SIZE", 0),
+            model_cache=_setting("FRUITS_MODEL_CACHE", DEFAULT_MODEL_CACHE),
         ),
         "reduction": ReductionSettings(
             pca_k=_setting("FRUITS_PCA_K", 0),

@@ -21,8 +21,10 @@ from fruits_platform.ml.mobilenet import (
 # successive runs, a backfill): loading builds a Keras model, ~3 s. Keyed by everything that identifies the
 # arrays: a local file by its path, size and mtime; s3:// URIs are not cached (the object may change).
 _LOADED: dict[tuple, ModelWeights] = {}
-# The weights compiled for an engine (a LiteRT conversion takes ~4 s), by weights signature and engine.
+# The weights compiled for an engine (a LiteRT conversion takes ~4 s), by weights signature and engine; later
+# processes read LiteRT's from the file cache (model_cache).
 _COMPILED: dict[tuple, CompiledModel] = {}
+DEFAULT_MODEL_CACHE = "~/.cache/fruits-platform"
 
 
 def _cache_key(spec: str, image_size: int) -> tuple | None:
@@ -40,8 +42,8 @@ def _cache_key(spec: str, image_size: int) -> tuple | None:
 
 
 class MobileNetWeights(ConfigurableResource):
-    """The MobileNetV2 weights (FRUITS_WEIGHTS), input size (FRUITS_IMAGE_SIZE), engine (FRUITS_ENGINE) and
-    images per model call (FRUITS_BATCH_SIZE)."""
+    """The MobileNetV2 weights (FRUITS_WEIGHTS), input size (FRUITS_IMAGE_SIZE), engine (FRUITS_ENGINE),
+    images per model call (FRUITS_BATCH_SIZE) and the driver's cache of converted models (FRUITS_MODEL_CACHE)."""
 
     weights: str = Field(
         default="imagenet",
@@ -58,6 +60,11 @@ class MobileNetWeights(ConfigurableResource):
         ge=0,
         description="Images per model call on each Spark worker; 0 = the engine's best (litert 1, keras 8: small "
         "batches are faster on CPU; results agree to float rounding whatever the size)",
+    )
+    model_cache: str = Field(
+        default=DEFAULT_MODEL_CACHE,
+        description="Local folder where the driver keeps the LiteRT conversion of the weights for later processes "
+        "(a conversion takes ~4 s); empty: no cache",
     )
     _loaded: ModelWeights | None = PrivateAttr(default=None)
 
@@ -83,7 +90,7 @@ class MobileNetWeights(ConfigurableResource):
         key = (weights.signature, self.engine)
         if key not in _COMPILED:
             try:
-                compiled = compile_model(weights, self.engine)
+                compiled = compile_model(weights, self.engine, self.model_cache)
             except ValueError as error:  # an unknown engine
                 raise Failure(description=f"FRUITS_ENGINE: {error}", allow_retries=False) from error
             _COMPILED.clear()
