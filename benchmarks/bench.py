@@ -18,9 +18,9 @@ Spark JVM + Python workers) from /proc. Phases:
                 project) over all images in one SparkSession, no Dagster, no partitions, plain Parquet.
   platform_small_<px>  the platform at the smaller input size on the 1/5 subset.
 
-The machine's speed varies by ~10 % between minutes (bare Keras took 49.9-62.3 s in four runs of one day):
-bare Keras repeats its pass, and platform_full and unpartitioned run again, interleaved (--repeats, default 2);
-the ratios use the best run of each.
+The machine's speed varies from run to run (bare Keras took 49.9-62.3 s in five runs of one day): bare Keras
+repeats its pass, and platform_full and unpartitioned run again, interleaved (--repeats, default 2), which shows
+whether one run's figures are stable; the ratios use the best run of each.
 
 Nothing here re-implements pipeline logic: it calls fruits_platform's own functions.
 """
@@ -266,6 +266,14 @@ def timed_evaluation(instance, resources) -> dict:
     }
 
 
+def featurize_paths(extractor, paths: list[str]) -> list:
+    """Read + decode + featurize `paths` in batches of BATCH, as bare Keras does."""
+    return [
+        extractor.featurize_bytes([Path(p).read_bytes() for p in paths[i : i + BATCH]])
+        for i in range(0, len(paths), BATCH)
+    ]
+
+
 def phase_bare(args, sampler) -> dict:
     """Bare Keras: read + decode (+ predict), batch 64, one process, TF on every core."""
     import numpy as np
@@ -298,10 +306,7 @@ def phase_bare(args, sampler) -> dict:
         runs = []
         for _ in range(args.get("repeats", 1)):
             started = time.perf_counter()
-            features = [
-                extractor.featurize_bytes([Path(p).read_bytes() for p in paths[i : i + BATCH]])
-                for i in range(0, len(paths), BATCH)
-            ]
+            features = featurize_paths(extractor, paths)
             runs.append(time.perf_counter() - started)
         total = min(runs)
         out[str(size)] = {
@@ -320,8 +325,7 @@ def phase_bare(args, sampler) -> dict:
             # (what each platform worker does with the keras engine, there with one thread per worker).
             extractor.batch_size = DEFAULT_BATCH_SIZE
             started = time.perf_counter()
-            for i in range(0, len(paths), BATCH):
-                extractor.featurize_bytes([Path(p).read_bytes() for p in paths[i : i + BATCH]])
+            featurize_paths(extractor, paths)
             total = time.perf_counter() - started
             out[str(size)]["model_batch"] = {
                 "batch_size": DEFAULT_BATCH_SIZE,
@@ -332,10 +336,7 @@ def phase_bare(args, sampler) -> dict:
             lite = LiteRTFeatureExtractor(to_litert(weights), size, batch_size=1, threads=os.cpu_count() or 1)
             lite.featurize_bytes([Path(p).read_bytes() for p in paths[:BATCH]])  # warm-up
             started = time.perf_counter()
-            lite_features = [
-                lite.featurize_bytes([Path(p).read_bytes() for p in paths[i : i + BATCH]])
-                for i in range(0, len(paths), BATCH)
-            ]
+            lite_features = featurize_paths(lite, paths)
             total = time.perf_counter() - started
             out[str(size)]["litert"] = {
                 "read_decode_predict_seconds": round(total, 2),
@@ -613,11 +614,10 @@ def table(report: dict) -> str:
     small = r["platform_small"]["all_classes"]
     unp = r["unpartitioned"]
     repeats = r.get("repeats", {})
-    runs = lambda phase: (  # noqa: E731
-        f"; runs {' / '.join(f'{v}s' for v in repeats[phase])}, the ratios use the best"
-        if len(repeats.get(phase, [])) > 1
-        else ""
-    )
+
+    def runs(phase: str) -> str:
+        return f"; runs {fmt_runs(repeats[phase])}, the ratios use the best" if len(repeats.get(phase, [])) > 1 else ""
+
     bare_runs = bare.get("runs_seconds", [])
     lines = [
         f"Fruits! feature platform benchmark — {report['started']}, {report['machine']}",
@@ -638,7 +638,7 @@ def table(report: dict) -> str:
         f"{bare['read_decode_predict_seconds']} | {bare['images_per_second']} | {bare['peak_rss_mb']} | "
         f"read+decode alone {bare['read_decode_seconds']}s, inference ≈ {bare['inference_seconds_estimate']}s, "
         f"model build+warm-up {bare['model_build_and_warmup_seconds']}s (excluded)"
-        + (f"; passes {' / '.join(f'{v}s' for v in bare_runs)}, the best shown" if len(bare_runs) > 1 else "")
+        + (f"; passes {fmt_runs(bare_runs)}, the best shown" if len(bare_runs) > 1 else "")
         + " |",
     ]
     if "model_batch" in bare:
@@ -715,6 +715,10 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def fmt_runs(seconds: list[float]) -> str:
+    return " / ".join(f"{value}s" for value in seconds)
+
+
 def fmt_stages(stages: dict) -> str:
     return ", ".join(f"{k} {v}s" for k, v in stages.items())
 
@@ -722,9 +726,10 @@ def fmt_stages(stages: dict) -> str:
 DEFINITIONS = {
     "bare Keras": "fruits_platform.ml.mobilenet.FeatureExtractor.featurize_bytes (read + decode_batch + "
     "predict_on_batch), batches of 64, one process, TensorFlow on every core; model build excluded; the best of "
-    "--repeats passes: the issue's limit. The platform runs one Python worker per core, each with a one-thread model of its engine (FRUITS_ENGINE, "
-    "default LiteRT: the same network and weights run by LiteRT's XNNPACK kernels, built from a flatbuffer the driver "
-    "converts with TensorFlow's converter), calling it on 1 image at a time (8 for keras; FRUITS_BATCH_SIZE).",
+    "--repeats passes: the issue's limit. The platform runs one Python worker per core, each with a one-thread "
+    "model of its engine (FRUITS_ENGINE, default LiteRT: the same network and weights run by LiteRT's XNNPACK "
+    "kernels, built from a flatbuffer the driver converts with TensorFlow's converter), calling it on 1 image at a "
+    "time (8 for keras; FRUITS_BATCH_SIZE).",
     "platform end-to-end": "runner.materialize_classes over every class (one key range = one Dagster run with "
     "BackfillPolicy.single_run, one SparkSession; this is also how a UI backfill of all partitions runs), "
     "Spark session start and weights loading included; run --repeats times (the later runs without "
@@ -817,8 +822,8 @@ def main() -> None:
             "unpartitioned", "unpartitioned", {**common, "data_root": data["main"]}, work, log
         )
         partial()
-        # The machine's speed varies by ~10 % from minute to minute: the phases that the ratios compare run again,
-        # interleaved, and the ratios use the best run of each (bare Keras repeats its pass in its own process).
+        # The machine's speed varies from run to run: the phases that the ratios compare run again, interleaved,
+        # and the ratios use the best run of each (bare Keras repeats its pass in its own process).
         results["repeats"] = {
             "platform_full": [results["platform_full"]["all_classes"]["seconds"]],
             "unpartitioned": [results["unpartitioned"]["seconds"]],

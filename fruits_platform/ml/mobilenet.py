@@ -248,17 +248,16 @@ def litert_flatbuffer(weights: ModelWeights, cache_dir: str | None = None) -> by
     flatbuffer = _cached_flatbuffer(path, weights.image_size)
     if flatbuffer is not None:
         return flatbuffer
-    flatbuffer, part = to_litert(weights), None
+    flatbuffer = to_litert(weights)
+    part = f"{path}.{os.getpid()}.part"  # this process's own: concurrent writers never mix
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".part", delete=False) as handle:
-            part = handle.name
+        with open(part, "wb") as handle:
             handle.write(flatbuffer)
         os.replace(part, path)
     except OSError as error:
-        if part is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(part)
+        with contextlib.suppress(OSError):
+            os.unlink(part)
         log.warning("LiteRT model cache: could not write %s (%s); the next process converts again", path, error)
     return flatbuffer
 
