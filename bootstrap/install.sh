@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# EMR bootstrap action: installs, on every node, the Python packages pinned in pyproject.toml.
-# The list is not kept here: `fruits-platform emr-requirements > requirements.txt` writes it from the
-# installed package's metadata (= pyproject.toml), and it is staged to S3 next to this script.
-#   Bootstrap action: s3://<bucket>/<prefix>/install.sh  s3://<bucket>/<prefix>/requirements.txt
-# The one exception is pyspark: Spark itself comes with the EMR release, and the Python side must
-# match it, so its pin is replaced by the cluster's version (EMR_PYSPARK_VERSION, default for
-# emr-7.13.0: 3.5.6). Our code uses only APIs present in Spark 3.5.
+# EMR bootstrap action: installs on every node exactly the Python packages that CI tested for the
+# cluster's release: the release's lock file (bootstrap/locks/<release>.txt, written by lock.sh from
+# pyproject.toml's pins, with pyspark at the release's Spark version), staged to S3 beside this script.
+#   Bootstrap action: s3://<bucket>/<prefix>/install.sh  s3://<bucket>/<prefix>/<release>.txt
+# CI builds its node environments with this same script (FRUITS_PYTHON = a venv's python, a local lock).
 set -euo pipefail
-REQUIREMENTS_URI="${1:?usage: install.sh s3://.../requirements.txt}"
-PYTHON="${FRUITS_PYTHON:-python3.11}"
-EMR_PYSPARK_VERSION="${EMR_PYSPARK_VERSION:-3.5.6}"
+LOCK_URI="${1:?usage: install.sh s3://.../<release>.txt (or a local path)}"
+PYTHON="${FRUITS_PYTHON:-/usr/bin/python3.11}"
 
-if ! command -v "$PYTHON" >/dev/null 2>&1; then
-  sudo dnf install -y python3.11 python3.11-pip
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+  echo "install.sh: $PYTHON is not Python 3.11: use a supported EMR release (see fruits_platform/releases.py)" >&2
+  exit 1
 fi
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
 workdir="$(mktemp -d)"
-aws s3 cp "$REQUIREMENTS_URI" "$workdir/requirements.txt"
-sed -e "s/^pyspark==.*/pyspark==${EMR_PYSPARK_VERSION}/" "$workdir/requirements.txt" > "$workdir/pinned.txt"
-sudo "$PYTHON" -m pip install --upgrade pip
-sudo "$PYTHON" -m pip install -r "$workdir/pinned.txt"
+case "$LOCK_URI" in
+  s3://*) aws s3 cp --only-show-errors "$LOCK_URI" "$workdir/lock.txt" ;;
+  *) cp "$LOCK_URI" "$workdir/lock.txt" ;;
+esac
+"$PYTHON" -m pip --version >/dev/null 2>&1 || $sudo "$PYTHON" -m ensurepip
+# Every package of the lock at its version and nothing else; pip check proves the set consistent.
+$sudo "$PYTHON" -m pip install --quiet --no-deps -r "$workdir/lock.txt"
+$sudo "$PYTHON" -m pip check

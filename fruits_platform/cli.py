@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from fruits_platform.releases import DEFAULT_RELEASE
 from fruits_platform.runner import MaterializationError
 
 
@@ -87,10 +88,27 @@ def materialize_command(args) -> int:
 
 
 def requirements_command(args) -> int:
-    """Print the pinned dependencies of the installed package (pyproject.toml) for the EMR bootstrap."""
-    from importlib.metadata import requires
+    """Print the pinned dependencies (pyproject.toml) as a node of the EMR release needs them: the input of
+    `bootstrap/lock.sh`, which freezes them into the release's lock file."""
+    from fruits_platform.releases import node_requirements
 
-    print("\n".join(r for r in requires("fruits_platform") or [] if "extra ==" not in r))
+    try:
+        print("\n".join(node_requirements(args.release)))
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    return 0
+
+
+def configurations_command(args) -> int:
+    """Print the cluster's `--configurations` JSON for the EMR release (bootstrap/create_cluster.sh uses it)."""
+    import json
+
+    from fruits_platform.releases import cluster_configurations
+
+    try:
+        print(json.dumps(cluster_configurations(args.release)))
+    except ValueError as error:
+        raise CliError(str(error)) from error
     return 0
 
 
@@ -107,8 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--variance-threshold", type=float, help="explained-variance target (default 0.95)")
     mat.add_argument("--k-rule", choices=["variance", "accuracy"], help="how k is chosen when --pca-k is not given")
     mat.set_defaults(handler=materialize_command)
-    reqs = commands.add_parser("emr-requirements", help="print the pinned dependencies for bootstrap/install.sh")
+    reqs = commands.add_parser("emr-requirements", help="print the pinned dependencies of an EMR node")
+    reqs.add_argument("--release", default=DEFAULT_RELEASE, help=f"EMR release label (default {DEFAULT_RELEASE})")
     reqs.set_defaults(handler=requirements_command)
+    confs = commands.add_parser("emr-configurations", help="print an EMR cluster's --configurations JSON")
+    confs.add_argument("--release", default=DEFAULT_RELEASE, help=f"EMR release label (default {DEFAULT_RELEASE})")
+    confs.set_defaults(handler=configurations_command)
     return parser
 
 

@@ -6,7 +6,9 @@ step's command (`env FRUITS_...=... spark-submit ... s3://.../emr_step_main.py <
 with the local spark-submit, then sets the step's final state in moto. What it maps, and why:
 - `s3://` files given to spark-submit (main file, --py-files) are downloaded first: the pyspark
   wheel has no S3 filesystem (no hadoop-aws jars), EMR's Spark reads them natively.
-- `--master yarn` -> `local[2]`; the cluster's Python path -> this interpreter.
+- `--master yarn` -> `local[2]`; the cluster's Python and spark-submit -> those of the node's environment:
+  FRUITS_TEST_EMR_NODE_PYTHON, an environment built as the bootstrap builds a node's (the release's
+  pyspark, hence its Spark; `.ci/run` builds one per supported release), else this interpreter's.
 - FRUITS_OUTPUT_ROOT=s3://bucket/prefix -> a local mirror folder, because Spark writes the Parquet
   outputs (again no S3 filesystem here); after each step the mirror is synchronised to the bucket,
   so the outputs end up in S3 as on EMR. Image and weight reads go to moto through boto3 unchanged.
@@ -29,6 +31,8 @@ from pathlib import Path
 
 import boto3
 
+from fruits_platform.releases import DEFAULT_RELEASE
+
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -38,6 +42,17 @@ FAKE_AWS = {
 }
 FILE_OPTIONS = {"--py-files", "--files", "--jars", "--archives"}
 PYTHON_CONFS = ("spark.pyspark.python=", "spark.pyspark.driver.python=")
+NODE_PYTHON_ENV = "FRUITS_TEST_EMR_NODE_PYTHON"
+
+
+def node_python() -> str:
+    return os.getenv(NODE_PYTHON_ENV) or sys.executable
+
+
+def spark_version_of(python: str) -> str:
+    return subprocess.run(
+        [python, "-c", "import pyspark; print(pyspark.__version__)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @contextmanager
@@ -83,6 +98,8 @@ class EmrNode(threading.Thread):
     def __init__(self, cluster_id: str, region: str, workdir: Path, poll_seconds: float = 0.5):
         super().__init__(name=f"emr-node-{cluster_id}", daemon=True)
         self.cluster_id, self.region, self.workdir, self.poll_seconds = cluster_id, region, workdir, poll_seconds
+        self.python = node_python()
+        self.spark_version = spark_version_of(self.python)
         self.records: dict[str, StepRecord] = {}
         self._halt = threading.Event()
         self._emr = boto3.client("emr", region_name=region)
@@ -139,7 +156,7 @@ class EmrNode(threading.Thread):
         if output_root.startswith("s3://"):
             mirrors[output_root] = self._mirror(output_root)
             env["FRUITS_OUTPUT_ROOT"] = str(mirrors[output_root])
-        local = [str(Path(sys.executable).parent / "spark-submit")]
+        local = [str(Path(self.python).parent / "spark-submit")]
         index = 1
         while index < len(command):
             arg = command[index]
@@ -148,7 +165,7 @@ class EmrNode(threading.Thread):
                 index += 2
                 continue
             if arg == "--conf" and command[index + 1].startswith(PYTHON_CONFS):
-                local += ["--conf", command[index + 1].split("=", 1)[0] + "=" + sys.executable]
+                local += ["--conf", command[index + 1].split("=", 1)[0] + "=" + self.python]
                 index += 2
                 continue
             if arg in FILE_OPTIONS:
@@ -198,13 +215,9 @@ class EmrNode(threading.Thread):
             record.command, step_env, mirrors = self._localize(record.args, folder)
             for mirror in mirrors.values():
                 mirror.mkdir(parents=True, exist_ok=True)
-            env = {
-                **os.environ,
-                **FAKE_AWS,
-                **step_env,
-                "PYSPARK_PYTHON": sys.executable,
-                "PYSPARK_DRIVER_PYTHON": sys.executable,
-            }
+            # The node's own Spark: nothing of the host's pyspark (SPARK_HOME, PYTHONPATH) may leak in.
+            host = {k: v for k, v in os.environ.items() if k not in ("SPARK_HOME", "PYTHONPATH", "VIRTUAL_ENV")}
+            env = {**host, **FAKE_AWS, **step_env, "PYSPARK_PYTHON": self.python, "PYSPARK_DRIVER_PYTHON": self.python}
             done = subprocess.run(record.command, cwd=folder, env=env, capture_output=True, text=True)
             record.returncode, record.stdout, record.stderr = done.returncode, done.stdout, done.stderr
             self._sync(mirrors)
@@ -235,7 +248,7 @@ def emulated_emr(bucket: str = "fruits-test", region: str = "us-east-1"):
         boto3.client("s3", region_name=region).create_bucket(Bucket=bucket)
         cluster_id = boto3.client("emr", region_name=region).run_job_flow(
             Name="fruits-emulated",
-            ReleaseLabel="emr-7.13.0",
+            ReleaseLabel=DEFAULT_RELEASE,
             LogUri=f"s3://{bucket}/emr-logs/",
             Applications=[{"Name": "Spark"}],
             Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},

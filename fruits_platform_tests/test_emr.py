@@ -90,6 +90,7 @@ def test_emr_profile_matches_local_profile(tmp_path, spark):
         assert all(step.args[0] == "env" and "FRUITS_DEPLOYMENT=emr" in step.args for step in steps)
         assert not any("AWS_" in arg for step in steps for arg in step.args)
         download_prefix(emr.bucket, "out", tmp_path / "emr_out")
+        node_spark = emr.node.spark_version
 
     instance = DagsterInstance.from_config(str(home))
     for asset in [
@@ -104,6 +105,9 @@ def test_emr_profile_matches_local_profile(tmp_path, spark):
         assert event is not None, asset
         metadata = event.asset_materialization.metadata
         assert metadata["runtime_seconds"].value > 0
+    # The model was fitted and saved by the node's Spark (the release's, in CI), not the host's.
+    model_metadata = instance.get_latest_materialization_event(AssetKey("feature_model")).asset_materialization
+    assert model_metadata.metadata["spark_version"].value == node_spark
     pca_metadata = instance.get_latest_materialization_event(AssetKey("pca_features")).asset_materialization.metadata
     assert 0 < pca_metadata["explained_variance_total"].value <= 1
     assert pca_metadata["dagster/row_count"].value == 6 * len(CLASSES)

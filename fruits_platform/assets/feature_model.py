@@ -147,7 +147,13 @@ def feature_model(
     found = features.agg(
         F.collect_set("model_signature").alias("signatures"),
         content_hash(["uri", "sha256"], where=is_training).alias("training"),
+        F.collect_set(F.when(is_training, F.col("label"))).alias("trained_classes"),
     ).first()
+    untrained = sorted(set(classes) - set(found["trained_classes"]))
+    if untrained:
+        context.log.warning(
+            f"{len(untrained)} class(es) have no Training image and add nothing to the fit: {', '.join(untrained[:10])}"
+        )
     signatures = sorted(found["signatures"])
     if len(signatures) > 1:
         raise Failure(
@@ -179,7 +185,7 @@ def feature_model(
             raise Failure(description=str(error)) from error
         staged = f"{target.rsplit('/', 1)[0]}/_staging/feature_model-{uuid.uuid4().hex}"
         model.write().overwrite().save(staged)
-        record = {"inputs": fit_inputs, "summary": asdict(summary)}
+        record = {"inputs": fit_inputs, "summary": asdict(summary), "spark_version": session.version}
         write_json(session, f"{staged}/{FIT_RECORD}", record)
         replace_directory(HadoopFs(session, target), staged, target)
         fitted = _remember(session, target, json.loads(json.dumps(record)), model)  # as a later read sees it
@@ -200,12 +206,15 @@ def feature_model(
             "throughput_images_per_second": MetadataValue.float(round(summary.training_rows / stopwatch.seconds, 2)),
             "classes": MetadataValue.int(len(classes)),
             "training_images": MetadataValue.int(summary.training_rows),
+            "classes_without_training_images": MetadataValue.json(untrained),
             "model_signature": MetadataValue.text(signatures[0] if signatures else ""),
             "weights_source": MetadataValue.text(weights_source(context.instance, signatures[0] if signatures else "")),
             "variance_threshold": MetadataValue.float(reduction.variance_threshold),
             "k_rule": MetadataValue.text(reduction.describe()),
             **selection,
             "path": MetadataValue.path(target),
+            # Models load across the supported Sparks (tested); this says which one wrote it.
+            "spark_version": MetadataValue.text(record.get("spark_version", "unknown")),
             **pca_metadata(summary.explained_variance, summary.spectrum),
         },
         check_results=[

@@ -11,6 +11,7 @@ from dagster import EnvVar, ResourceDefinition
 from dagster_pyspark import LazyPySparkResource
 
 from fruits_platform.ml.mobilenet import DEFAULT_ENGINE
+from fruits_platform.releases import release
 from fruits_platform.resources.model import DEFAULT_MODEL_CACHE, MobileNetWeights, ReductionSettings
 from fruits_platform.resources.storage import FruitsStorage
 
@@ -37,6 +38,8 @@ LOCAL_SPARK_CONFIG = {
     "spark.driver.extraJavaOptions": "-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 "
     "-XX:Tier4CompileThreshold=150000 -XX:Tier4BackEdgeThreshold=400000",
     "spark.sql.execution.arrow.maxRecordsPerBatch": "64",
+    # Off by default before Spark 4.1; pandas frames with array cells cannot be converted without it.
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.shuffle.partitions": "16",
     # Reading the classes' folders lists them on the driver: above 32 folders (the default threshold)
     # Spark lists them with a job of one task per folder, ~0.5 s per read of 119 classes on a local disk.
@@ -78,6 +81,7 @@ def model_resources() -> dict:
             variance_threshold=_setting("FRUITS_PCA_VARIANCE", 0.95),
             k_rule=_setting("FRUITS_PCA_K_RULE", "variance"),
             accuracy_tolerance=_setting("FRUITS_PCA_ACCURACY_TOLERANCE", 0.01),
+            evaluation_max_images=_setting("FRUITS_QUALITY_MAX_IMAGES", 10_000),
         ),
     }
 
@@ -105,12 +109,13 @@ def local_resources() -> dict:
     }
 
 
-# Spark settings for steps on EMR (the cluster's own defaults do the rest): the bootstrap's
-# Python 3.11 for driver and workers, Arrow batches of 64 rows, quiet driver log.
+# Spark settings for steps on EMR (the cluster's own defaults do the rest): the release's Python 3.11,
+# where the bootstrap installed our packages, for driver and workers; Arrow batches of 64 rows; quiet log.
+NODE_PYTHON = release().python
 EMR_SPARK_CONFIG = {
     "spark": {
-        "pyspark": {"python": "/usr/bin/python3.11", "driver": {"python": "/usr/bin/python3.11"}},
-        "sql": {"execution": {"arrow": {"maxRecordsPerBatch": 64}}},
+        "pyspark": {"python": NODE_PYTHON, "driver": {"python": NODE_PYTHON}},
+        "sql": {"execution": {"arrow": {"maxRecordsPerBatch": 64, "pyspark": {"enabled": "true"}}}},
         "log": {"level": "WARN"},
     }
 }

@@ -114,6 +114,13 @@ class ReductionSettings(ConfigurableResource):
         default=0.01, ge=0, le=1, description="For k_rule 'accuracy': accuracy that may be given up (0.01 = 1 point)"
     )
 
+    evaluation_max_images: int = Field(
+        default=10_000,
+        ge=0,
+        description="feature_quality scores at most about this many images (a deterministic sample by uri, its "
+        "size recorded), so that its time and driver memory stay bounded whatever the data; 0 = every image",
+    )
+
     def describe(self) -> str:
         if self.pca_k:
             return f"fixed k={self.pca_k}"
