@@ -85,7 +85,9 @@ def confused_pairs_table(report: QualityReport, top: int = 10) -> tuple[Metadata
         "`pca_features` and on the unreduced `scaled_features` (the cost of the reduction), with macro-F1, "
         "per-class accuracy, the most confused pairs, and the 1-NN accuracy-vs-k curve of a PCA refitted on the "
         "Training split (to choose k by accuracy, see `FRUITS_PCA_K_RULE`). Records which weights produced the "
-        "features. Covers every registered class whose `pca_features` exist."
+        "features. Covers every registered class whose `pca_features` exist; beyond `FRUITS_QUALITY_MAX_IMAGES` "
+        "(10,000) images, a deterministic sample of them (`sample_fraction`). Test images of classes without "
+        "Training images are left out (`classes_without_training_images`)."
     ),
 )
 def feature_quality(
@@ -119,7 +121,9 @@ def feature_quality(
     ]
     signature = ",".join(sorted(signatures))
     try:
-        report = evaluate_features(frame, variance_threshold=reduction.variance_threshold)
+        report = evaluate_features(
+            frame, variance_threshold=reduction.variance_threshold, max_images=reduction.evaluation_max_images
+        )
     except ValueError as error:
         raise Failure(description=f"Cannot evaluate the features: {error}") from error
 
@@ -167,6 +171,9 @@ def feature_quality(
             "class_names": MetadataValue.json(report.classes),
             "training_images": MetadataValue.int(report.training_images),
             "test_images": MetadataValue.int(report.test_images),
+            "images_available": MetadataValue.int(report.total_images),
+            "sample_fraction": MetadataValue.float(round(report.sample_fraction, 6)),
+            "classes_without_training_images": MetadataValue.json(report.untrained_classes),
             "dagster/row_count": MetadataValue.int(report.test_images),
         },
         # Inputs: the evaluated rows, the fitted model and the weights that produced the features.
