@@ -148,8 +148,7 @@ def _scree_markdown(explained_variance: tuple, spectrum: tuple, title: str) -> s
     k = len(explained_variance)
     shown = spectrum[: max(k * 2, min(len(spectrum), 50))]
     figure, axis = plt.subplots(figsize=(7, 3.6))
-    # Two filled step outlines (kept components, then the rest) rather than a bar per component: hundreds of
-    # bars took ~0.6 s to draw, for the same picture.
+    # Two filled step outlines (kept components, then the rest): a bar per component is slow to draw.
     edges = np.arange(len(shown) + 1) + 0.5
     axis.stairs(shown[:k], edges[: min(k, len(shown)) + 1], fill=True, color="#2f7ed8", label="kept")
     if len(shown) > k:

@@ -42,7 +42,7 @@ CHECK_FINITE = "features_are_finite_1280d"
 def has_non_finite(column: str):
     """Whether the float array `column` holds a NaN or an infinity. Spark orders NaN above every number, so
     a NaN or +inf shows in the largest value and -inf in the smallest: as fast as a sum, where a lambda over
-    the 1280 values (`exists`) is interpreted value by value (1.4 s vs 0.5 s on 9,520 vectors)."""
+    the 1280 values (`exists`) is interpreted value by value."""
     largest, smallest = F.array_max(column), F.array_min(column)
     return F.isnan(largest) | (largest == float("inf")) | (smallest == float("-inf"))
 

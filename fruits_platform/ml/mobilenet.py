@@ -11,8 +11,8 @@ processes (`litert_flatbuffer`): `compile_model` gives the `CompiledModel` that 
 worker turns into its `Featurizer` (`CompiledModel.extractor`).
 
 Engines (FRUITS_ENGINE), the same network and weights, vectors equal to float rounding:
-  litert  the default: LiteRT's XNNPACK CPU kernels, ~2.5x Keras's images/s per core here (two one-thread
-          processes at once: 308 vs 125 images/s), and workers need no TensorFlow (import 0.01 s vs 1.7 s)
+  litert  the default: LiteRT's XNNPACK CPU kernels, faster than Keras per core, and workers need no
+          TensorFlow (docs/decisions.md has the figures)
   keras   Keras on TensorFlow: the reference (the benchmark's "bare Keras")
 """
 
@@ -38,9 +38,7 @@ SUPPORTED_IMAGE_SIZES = (96, 128, 160, 192, 224)
 PREPROCESS_VERSION = "rgb-bilinear-v1"
 ENGINES = ("litert", "keras")
 DEFAULT_ENGINE = "litert"
-# Images per model call, by engine. On CPU, small batches keep MobileNetV2's activations in cache; measured at
-# 224 px on this 2-core machine with two one-thread processes at once: Keras 8 -> 120-130 images/s per process,
-# 64 -> 95; LiteRT 1 -> 308, 8 -> 230 (the vectors agree to float rounding whatever the size).
+# Images per model call, by engine: on CPU, small batches keep MobileNetV2's activations in cache.
 DEFAULT_BATCH_SIZES = {"litert": 1, "keras": 8}
 DEFAULT_BATCH_SIZE = DEFAULT_BATCH_SIZES["keras"]  # FeatureExtractor's (Keras) default
 # Bump when `to_litert` changes how it converts: it invalidates the flatbuffers in the file cache.

@@ -229,8 +229,8 @@ def evaluate_features(
     """Score the features of `frame` (uri, label, split, scaled_features, pca_features): both classifiers
     trained on its Training rows and scored on its Test rows, on the PCA and on the unreduced scaled
     features, plus the 1-NN accuracy-vs-k curve of a PCA refitted on the Training rows' scaled features
-    (1-NN only: it needs no fitting, so a curve of many k costs seconds; a logistic regression per k cost
-    ~100 s on 9,520 images). Beyond `max_images` rows, on the `evaluation_sample`. Test images of a class
+    (1-NN only: it needs no fitting, so a curve of many k costs seconds; a logistic regression per k would
+    cost minutes). Beyond `max_images` rows, on the `evaluation_sample`. Test images of a class
     with no Training image cannot be classified right: they are left out and the class named."""
     frame, total_images, fraction = evaluation_sample(frame, max_images)
     classes = sorted(r[0] for r in frame.select("label").distinct().collect())

@@ -21,32 +21,21 @@ DEFAULT_OUTPUT_ROOT = "fruits_output"
 
 # Local Spark: every core, up to 4 attempts per task (local mode otherwise never retries),
 # Arrow batches of 64 rows (the model takes them in calls of FRUITS_BATCH_SIZE), no UI port to collide
-# with `dagster dev`.
+# with `dagster dev`. The measurements behind each setting: docs/decisions.md.
 LOCAL_SPARK_CONFIG = {
     "spark.master": "local[*,4]",
-    # Local mode: the driver JVM is the whole cluster, and its data streams through (Arrow batches of 64 rows,
-    # a class per Parquet file). G1 grows the heap towards the cap before collecting: what the JVM holds
-    # depends on the cap, not on the data (heap committed 0.6-1.6 GB for the same 1,904-image run with 3g, 1.5 GB
-    # for 9,520). 1g keeps it bounded at the same speed (9,520 images: GC 1.0 -> 1.2 CPU-s; JVM RSS 2.0 -> 1.4 GB,
-    # measured); raise it for larger local data or the accuracy k rule on many images (it collects them).
+    # The data streams through the driver, and G1 fills whatever heap it is given before collecting.
     "spark.driver.memory": os.getenv("FRUITS_SPARK_DRIVER_MEMORY", "1g"),
-    # That JVM lives only as long as the process of a run (or the CLI's few runs), and HotSpot's optimizing
-    # compiler (C2) spent 18 CPU-seconds of a 9,520-image run compiling thousands of lukewarm methods, on cores
-    # the model needs. Ten times its usual thresholds leave C2 for the hot per-row loops only: C2 18 -> 7 s, the
-    # JVM 51 -> 41 CPU-s, its tasks' own CPU unchanged (16 -> 17 s; C1 alone, -XX:TieredStopAtLevel=1, saved 4 s
-    # more but made them 27 % slower, a cost that grows with the data).
+    # A short-lived JVM: leave the optimizing compiler to the hot per-row loops, not to lukewarm methods.
     "spark.driver.extraJavaOptions": "-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 "
     "-XX:Tier4CompileThreshold=150000 -XX:Tier4BackEdgeThreshold=400000",
     "spark.sql.execution.arrow.maxRecordsPerBatch": "64",
     # Off by default before Spark 4.1; pandas frames with array cells cannot be converted without it.
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.shuffle.partitions": "16",
-    # Reading the classes' folders lists them on the driver: above 32 folders (the default threshold)
-    # Spark lists them with a job of one task per folder, ~0.5 s per read of 119 classes on a local disk.
+    # Class folders are listed on the driver, not by a job of one task per folder.
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "4096",
-    # Local files without Hadoop's .crc side files: without Hadoop's native library (not in the pyspark
-    # wheel) every file created costs a forked `chmod`, and the .crc files double them (per-class writes of
-    # 119 classes: ~740 -> ~500 forks, ~0.5 s less per asset, measured). Parquet checks its own structure.
+    # No .crc side files: without Hadoop's native library each file costs a forked chmod (Parquet checks itself).
     "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.enabled": "false",
@@ -89,9 +78,7 @@ def model_resources() -> dict:
 def use_local_spark_env() -> None:
     """Environment for the local Spark JVM that this process starts, and its Python workers (set unless
     already set): they run this interpreter (the venv), not whatever `python3` is on PATH; and, Spark's own
-    advice for a native BLAS, one thread per call since Spark already runs a task per core (OpenBLAS threads
-    on every row's projection made pca_features 2x slower here: for 9,520 images its write job 3.5 s -> 1.6 s,
-    the JVM 41 -> 37 CPU-s)."""
+    advice for a native BLAS, one thread per call since Spark already runs a task per core."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

@@ -18,10 +18,10 @@ from fruits_platform.ml.mobilenet import (
 )
 
 # Weights loaded by this process, reused by later runs in it (a `dagster dev` code server, the CLI's
-# successive runs, a backfill): loading builds a Keras model, ~3 s. Keyed by everything that identifies the
+# successive runs, a backfill): loading builds a Keras model. Keyed by everything that identifies the
 # arrays: a local file by its path, size and mtime; s3:// URIs are not cached (the object may change).
 _LOADED: dict[tuple, ModelWeights] = {}
-# The weights compiled for an engine (a LiteRT conversion takes ~4 s), by weights signature and engine; later
+# The weights compiled for an engine (a LiteRT conversion takes seconds), by weights signature and engine; later
 # processes read LiteRT's from the file cache (model_cache).
 _COMPILED: dict[tuple, CompiledModel] = {}
 DEFAULT_MODEL_CACHE = "~/.cache/fruits-platform"
