@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from fruits_platform.releases import DEFAULT_RELEASE
@@ -55,7 +56,8 @@ def materialize_command(args) -> int:
     instance = DagsterInstance.get()
     try:
         selected, refused = register_classes(instance, args.data_root, wanted)
-        results = materialize_classes(instance, None, selected)  # the code location's own job and resources
+        # The code location's own job and resources; the runs' logs (and traces) stay in DAGSTER_HOME.
+        results = materialize_classes(instance, None, selected, log_level="INFO" if args.verbose else "CRITICAL")
     except MaterializationError as error:
         raise CliError(str(error)) from error
 
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--pca-k", type=int, help="fixed number of components (default: by variance threshold)")
     mat.add_argument("--variance-threshold", type=float, help="explained-variance target (default 0.95)")
     mat.add_argument("--k-rule", choices=["variance", "accuracy"], help="how k is chosen when --pca-k is not given")
+    mat.add_argument("--verbose", action="store_true", help="print the runs' logs, with the traces of errors")
     mat.set_defaults(handler=materialize_command)
     reqs = commands.add_parser("emr-requirements", help="print the pinned dependencies of an EMR node")
     reqs.add_argument("--release", default=DEFAULT_RELEASE, help=f"EMR release label (default {DEFAULT_RELEASE})")
@@ -136,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not getattr(args, "verbose", False):
+        warnings.filterwarnings("ignore", module="dagster")  # beta/preview notices: noise for a CLI user
     try:
         return args.handler(args)
     except CliError as error:

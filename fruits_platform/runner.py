@@ -52,13 +52,15 @@ def register_classes(
 
 
 def first_error_line(result) -> str:
+    """The run's first error in one line: the user code's own message (not Dagster's wrappers), and where."""
     for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data:
-            error = event.step_failure_data.error
-            while error.cause is not None and "Error occurred while executing" in error.message:
-                error = error.cause
-            message = error.message.strip().splitlines()[0]
-            return f"{event.step_key}: {message.removeprefix('dagster._core.definitions.events.Failure: ')}"
+        error = getattr(event.event_specific_data, "error", None)
+        if error is None:
+            continue
+        while error.cause is not None and "Error occurred while" in error.message:
+            error = error.cause
+        message = error.message.strip().splitlines()[0].removeprefix("dagster._core.definitions.events.Failure: ")
+        return f"{event.step_key or 'run start'}: {message}"
     return "the run failed"
 
 

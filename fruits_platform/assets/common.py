@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.partitions import fruit_classes
+from fruits_platform.spark.datasets import MissingPartitionError
 
 # Every Spark asset takes this resource: None locally; in the emr profile the EMR step launcher,
 # which makes Dagster run the asset's step on the cluster instead of in this process.
@@ -205,7 +206,8 @@ def transform_classes(context, session, storage, source: str, target: str, trans
     of what was written (`write_summarized`, versioned by uri and sha256). The classes stay in the partitions
     they were read in: no shuffle."""
     labels = list(context.partition_keys)
-    frame = transform(storage.dataset(session, source).read(labels))
+    with storage_failures():
+        frame = transform(storage.dataset(session, source).read(labels))
     target_dataset = storage.dataset(session, target)
     return write_summarized(target_dataset, frame, labels, ["uri", "sha256"], salt, grouped=True, **aggregates)
 
@@ -213,9 +215,12 @@ def transform_classes(context, session, storage, source: str, target: str, trans
 @contextmanager
 def storage_failures():
     """Turn a Spark job that died because the storage was unreachable into a clear, retryable Failure
-    (Spark buries the worker's error deep in its own message)."""
+    (Spark buries the worker's error deep in its own message); missing upstream data into a Failure that
+    no retry can mend."""
     try:
         yield
+    except MissingPartitionError as error:
+        raise Failure(description=str(error), allow_retries=False) from error
     except Exception as error:
         found = re.search(r"StorageUnreachableError: ([^\n]+)", str(error))
         if found is None:

@@ -83,12 +83,9 @@ def mobilenet_features(
     model = weights.compiled()
     signature = model.signature
 
-    images = (
-        storage.dataset(session, "raw_images")
-        .read(labels)
-        .where(F.col("status") == "ok")
-        .select("uri", "label", "split", "sha256")
-    )
+    with storage_failures():
+        images = storage.dataset(session, "raw_images").read(labels)
+    images = images.where(F.col("status") == "ok").select("uri", "label", "split", "sha256")
     dataset = storage.dataset(session, "mobilenet_features")
     previous = dataset.read_existing(labels)
     if previous is not None and "model_signature" in previous.columns:

@@ -108,6 +108,38 @@ def _download_s3(uri: str) -> str:
     return target
 
 
+def check_weights(spec: str, image_size: int = DEFAULT_IMAGE_SIZE, engine: str = DEFAULT_ENGINE) -> None:
+    """What can be known of the weights settings without loading them (a file that exists, an S3 object
+    that exists, a known size and engine), so that a run with wrong settings fails before any work.
+    Raises WeightsUnavailableError or ValueError with the fix in the message."""
+    if image_size not in SUPPORTED_IMAGE_SIZES:
+        raise ValueError(f"FRUITS_IMAGE_SIZE must be one of {SUPPORTED_IMAGE_SIZES}, got {image_size}")
+    if engine not in ENGINES:
+        raise ValueError(f"FRUITS_ENGINE must be one of {', '.join(ENGINES)}, got {engine!r}")
+    spec = spec.strip()
+    if spec == "imagenet":
+        return  # whether the download works is only known by trying it (load_weights says what to do)
+    if spec.startswith("random:"):
+        if not spec.split(":", 1)[1].isdigit():
+            raise ValueError(f"random weights need an integer seed, e.g. random:0, got {spec!r}")
+        return
+    if spec.startswith("s3://"):
+        import boto3
+
+        bucket, _, key = spec[len("s3://") :].partition("/")
+        try:
+            boto3.client("s3").head_object(Bucket=bucket, Key=key)
+        except Exception as error:
+            raise WeightsUnavailableError(f"Weights object not readable: {spec} ({error}).") from error
+        return
+    path = spec.removeprefix("file://")
+    if not os.path.isfile(path):
+        raise WeightsUnavailableError(
+            f"Weights file not found: {path!r}. FRUITS_WEIGHTS must be 'imagenet', 'random:<seed>', "
+            "a local .weights.h5 file or an s3:// URI."
+        )
+
+
 def load_weights(spec: str, image_size: int = DEFAULT_IMAGE_SIZE) -> ModelWeights:
     """Load the weights named by `spec` (see module docstring) on the driver."""
     spec = spec.strip()

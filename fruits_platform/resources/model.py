@@ -13,6 +13,7 @@ from fruits_platform.ml.mobilenet import (
     CompiledModel,
     ModelWeights,
     WeightsUnavailableError,
+    check_weights,
     compile_model,
     load_weights,
 )
@@ -67,6 +68,13 @@ class MobileNetWeights(ConfigurableResource):
         "(a conversion takes ~4 s); empty: no cache",
     )
     _loaded: ModelWeights | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context) -> None:
+        """Wrong settings fail the run before any step starts (a missing file, an unknown engine...)."""
+        try:
+            check_weights(self.weights, self.image_size, self.engine)
+        except (WeightsUnavailableError, ValueError) as error:
+            raise Failure(description=str(error), allow_retries=False) from error
 
     def load(self) -> ModelWeights:
         """Load once per process (on the driver); Spark broadcasts the arrays to the workers."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource
+import os
+
+from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
-from fruits_platform.sources import ImageFile, join_uri, list_class_files, list_classes
+from fruits_platform.sources import ImageFile, is_s3, join_uri, list_class_files, list_classes
 
 
 class FruitsStorage(ConfigurableResource):
@@ -14,10 +16,32 @@ class FruitsStorage(ConfigurableResource):
     data_root: str = Field(description="Fruits-360 layout root: <data_root>/{Training,Test}/<Class>/*.jpg")
     output_root: str = Field(description="Each asset is written under <output_root>/<asset_name>/")
 
+    def setup_for_execution(self, context) -> None:
+        """A local data root that does not exist or an output root that cannot be written fails the run before
+        any step starts (S3 roots are checked by the first read or write)."""
+        if not is_s3(self.data_root) and not os.path.isdir(self.data_root):
+            raise Failure(description=f"Data root not found: {self.data_root!r} (FRUITS_DATA_ROOT).", allow_retries=False)
+        if not is_s3(self.output_root):
+            try:
+                os.makedirs(self.output_root, exist_ok=True)
+            except OSError as error:
+                raise Failure(description=f"Output root not writable: {error} (FRUITS_OUTPUT_ROOT).") from error
+            if not os.access(self.output_root, os.W_OK):
+                raise Failure(description=f"Output root not writable: {self.output_root!r} (FRUITS_OUTPUT_ROOT).")
+
     def classes(self) -> list[str]:
         return list_classes(self.data_root)
 
     def class_files(self, labels: list[str]) -> list[ImageFile]:
+        """Every file of the classes; a class with no folder in the data root fails (an empty folder is a class)."""
+        missing = sorted(set(labels) - set(self.classes()))
+        if missing:
+            raise Failure(
+                description=f"{len(missing)} class(es) have no folder under {self.data_root}/{{Training,Test}}: "
+                f"{', '.join(map(repr, missing[:5]))}. They were registered from another data root: set "
+                "FRUITS_DATA_ROOT to it, or delete these partitions.",
+                allow_retries=False,
+            )
         return [image for label in labels for image in list_class_files(self.data_root, label)]
 
     def asset_root(self, asset_name: str) -> str:

@@ -123,8 +123,9 @@ class PartitionedDataset:
         missing = [label for label in labels if not self.exists(label)]
         if missing:
             raise MissingPartitionError(
-                f"{self.root} has no data for {len(missing)} class(es): {', '.join(map(repr, missing[:5]))}; "
-                "materialize them upstream first"
+                f"{self.root} has no data for {len(missing)} class(es): {', '.join(map(repr, missing[:5]))}: "
+                f"materialize {self.root.rsplit('/', 1)[-1]} for them first, or set FRUITS_OUTPUT_ROOT to the output "
+                "root they were written to"
             )
         return self.spark.read.parquet(*[self.path(label) for label in labels])
 
