@@ -9,6 +9,7 @@ from fruits_platform.assets.common import (
     StepLauncherParam,
     Stopwatch,
     column_schema,
+    progress_logger,
     run_metadata,
     storage_failures,
     write_summarized,
@@ -53,10 +54,11 @@ def raw_images(
     session = spark.spark_session
     files = storage.class_files(labels)
     dataset = storage.dataset(session, "raw_images")
-    with storage_failures():
+    progress = session.sparkContext.accumulator(0)
+    with progress_logger(context.log, len(files), progress, label="files"), storage_failures():
         stats, version = write_summarized(
             dataset,
-            catalogue_images(session, files),
+            catalogue_images(session, files, progress),
             labels,
             ["uri", "sha256", "status"],
             grouped=whole_classes(session, listing_sizes(files)),  # as catalogue_images spread them

@@ -114,16 +114,22 @@ def _inspect_one(uri: str) -> dict:
     return inspect_image(uri, data).as_dict()
 
 
-def _inspect_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    for batch in batches:
-        details = pd.DataFrame.from_records([_inspect_one(uri) for uri in batch["uri"]], columns=RECORD_COLUMNS)
-        yield pd.concat([batch.reset_index(drop=True), details], axis=1)
+def _inspector(progress=None):
+    def inspect_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            details = pd.DataFrame.from_records([_inspect_one(uri) for uri in batch["uri"]], columns=RECORD_COLUMNS)
+            if progress is not None:
+                progress.add(len(batch))
+            yield pd.concat([batch.reset_index(drop=True), details], axis=1)
+
+    return inspect_batches
 
 
-def catalogue_images(spark: SparkSession, files: list[ImageFile]) -> DataFrame:
-    """One catalogue row per file, `spread` over the tasks by class (see `whole_classes`)."""
+def catalogue_images(spark: SparkSession, files: list[ImageFile], progress=None) -> DataFrame:
+    """One catalogue row per file, `spread` over the tasks by class (see `whole_classes`); `progress`: a Spark
+    accumulator counting the files inspected."""
     listing = spark.createDataFrame([(f.uri, f.label, f.split) for f in files], LISTING_SCHEMA)
-    return spread(spark, listing, listing_sizes(files)).mapInPandas(_inspect_batches, CATALOGUE_SCHEMA)
+    return spread(spark, listing, listing_sizes(files)).mapInPandas(_inspector(progress), CATALOGUE_SCHEMA)
 
 
 _extractors: dict[str, Featurizer] = {}
