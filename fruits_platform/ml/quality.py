@@ -25,7 +25,8 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_platform.ml.reduction import choose_k
+from fruits_platform.ml.neighbours import nearest_neighbour_predict
+from fruits_platform.ml.reduction import choose_k, principal_axes
 
 DEFAULT_CURVE_KS = (16, 32, 64, 128, 256)
 LOGREG, NEAREST = "logreg", "1nn"
@@ -98,23 +99,6 @@ def score(classes: list[str], true_index, predicted_index) -> Scores:
 
 
 # ----------------------------------------------------------------------------------------- classifiers
-
-
-def nearest_neighbour_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, chunk: int = 512):
-    """1-NN with the Euclidean distance: the label of the closest training row (ties: the first one).
-
-    |a - b|^2 = |a|^2 - 2 a.b + |b|^2, one matrix product per chunk of test rows (float64)."""
-    train_x = np.asarray(train_x, dtype=np.float64)
-    test_x = np.asarray(test_x, dtype=np.float64)
-    if len(train_x) == 0:
-        raise ValueError("1-NN needs at least one training row")
-    train_norms = (train_x**2).sum(axis=1)
-    nearest = np.empty(len(test_x), dtype=np.int64)
-    for start in range(0, len(test_x), chunk):
-        block = test_x[start : start + chunk]
-        distances = train_norms[None, :] - 2.0 * block @ train_x.T  # + |block|^2, constant per row
-        nearest[start : start + chunk] = np.argmin(distances, axis=1)
-    return np.asarray(train_y)[nearest]
 
 
 def logistic_regression_predict(
@@ -200,16 +184,6 @@ def arrays(frame: DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
         else:
             out[name] = np.asarray(column.to_pylist())
     return out
-
-
-def principal_axes(training: np.ndarray) -> tuple[list[float], np.ndarray]:
-    """PCA of `training` (rows x dimension) by SVD of the centred rows: the explained-variance ratio of
-    every component (the spectrum) and the principal axes as columns, largest variance first."""
-    centred = training - training.mean(axis=0)
-    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
-    variances = singular**2
-    total = variances.sum()
-    return [float(v) for v in (variances / total if total > 0 else variances)], axes.T
 
 
 def curve_ks(spectrum: list[float], requested, extra=()) -> list[int]:

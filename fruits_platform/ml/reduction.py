@@ -16,6 +16,8 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from fruits_platform.ml.neighbours import nearest_neighbour_predict
+
 FEATURES_VECTOR = "features_vector"
 SCALED_VECTOR = "scaled_vector"
 PCA_VECTOR = "pca_vector"
@@ -54,6 +56,16 @@ def choose_k(spectrum: list[float], fixed_k: int | None, variance_threshold: flo
     return int(reached[0]) + 1 if len(reached) else len(spectrum)
 
 
+def principal_axes(training: np.ndarray) -> tuple[list[float], np.ndarray]:
+    """PCA of `training` (rows x dimension) by SVD of the centred rows: the explained-variance ratio of
+    every component (the spectrum) and the principal axes as columns, largest variance first."""
+    centred = training - training.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    variances = singular**2
+    total = variances.sum()
+    return [float(v) for v in (variances / total if total > 0 else variances)], axes.T
+
+
 def validation_split(training: DataFrame, every: int = VALIDATION_EVERY) -> tuple[DataFrame, DataFrame]:
     """A deterministic stratified split of the Training rows: per class, ordered by image hash (then uri),
     every `every`-th row is held out for validation (classes with fewer rows keep them all for fitting)."""
@@ -78,8 +90,6 @@ def choose_k_by_accuracy(
     `fit_x`/`validation_x` are scaled features, `components` the (dimension, k_max) principal axes fitted
     on `fit_x`. Returns (k, {k tried: accuracy}, unreduced accuracy); when no candidate reaches the target,
     the most accurate one tried."""
-    from fruits_platform.ml.quality import nearest_neighbour_predict
-
     if not 0 <= tolerance <= 1:
         raise ValueError(f"accuracy tolerance must be in [0, 1], got {tolerance}")
     if len(validation_y) == 0:
