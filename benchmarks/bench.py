@@ -198,27 +198,17 @@ def subsets(full: Path, work: Path, subset: int | None) -> dict:
 
 
 def platform_resources(data_root, output_root, weights, image_size, spark_conf, engine):
-    from dagster import ResourceDefinition
-    from dagster_pyspark import LazyPySparkResource
-
-    from fruits_platform.resources import LOCAL_SPARK_CONFIG, use_local_spark_env
+    from fruits_platform.resources import local_resources
     from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
-    from fruits_platform.resources.storage import FruitsStorage
 
-    use_local_spark_env()
-    return {
-        "spark": LazyPySparkResource(spark_config={**LOCAL_SPARK_CONFIG, **spark_conf}),
-        "storage": FruitsStorage(data_root=str(data_root), output_root=str(output_root)),
-        # A cache of converted models of this phase's own: every phase converts (cold), as in a first run.
-        "weights": MobileNetWeights(
-            weights=str(weights),
-            image_size=image_size,
-            engine=engine,
-            model_cache=str(Path(output_root).parent / "model_cache"),
-        ),
-        "reduction": ReductionSettings(),
-        "pyspark_step_launcher": ResourceDefinition.none_resource(),
-    }
+    # A cache of converted models of this phase's own: every phase converts (cold), as in a first run.
+    model = MobileNetWeights(
+        weights=str(weights),
+        image_size=image_size,
+        engine=engine,
+        model_cache=str(Path(output_root).parent / "model_cache"),
+    )
+    return local_resources(data_root, output_root, model, ReductionSettings(), spark_conf=spark_conf)
 
 
 def asset_stages(results) -> dict:

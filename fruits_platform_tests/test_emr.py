@@ -11,12 +11,10 @@ import boto3
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
-from dagster import AssetKey, DagsterInstance, ResourceDefinition, instance_for_test
-from dagster_pyspark import LazyPySparkResource
+from dagster import AssetKey, DagsterInstance, instance_for_test
 
-from fruits_platform.resources import LOCAL_SPARK_CONFIG
+from fruits_platform.resources import local_resources
 from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
-from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import materialize_classes, register_classes
 from fruits_platform_tests.conftest import REAL_WEIGHTS, copy_classes
 from fruits_platform_tests.emr_emulator import emulated_emr
@@ -115,13 +113,8 @@ def test_emr_profile_matches_local_profile(tmp_path, spark):
     (tmp_path / "local_home").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "local_home")) as local_instance:
         register_classes(local_instance, str(data))
-        resources = {
-            "spark": LazyPySparkResource(spark_config=LOCAL_SPARK_CONFIG),
-            "storage": FruitsStorage(data_root=str(data), output_root=str(tmp_path / "local_out")),
-            "weights": MobileNetWeights(weights=weights_local),
-            "reduction": ReductionSettings(),
-            "pyspark_step_launcher": ResourceDefinition.none_resource(),
-        }
+        weights = MobileNetWeights(weights=weights_local)
+        resources = local_resources(data, tmp_path / "local_out", weights, ReductionSettings())
         materialize_classes(local_instance, resources, CLASSES)
     for asset in ASSETS:
         emr_rows, local_rows = keyed(tmp_path / "emr_out", asset), keyed(tmp_path / "local_out", asset)

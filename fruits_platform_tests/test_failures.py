@@ -21,17 +21,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
-from dagster import ResourceDefinition, instance_for_test
-from dagster_pyspark import LazyPySparkResource
+from dagster import instance_for_test
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fruits_platform.ml.images import inspect_image
 from fruits_platform.ml.mobilenet import FeatureExtractor, load_weights
 from fruits_platform.partitions import unusable_key_reason
-from fruits_platform.resources import LOCAL_SPARK_CONFIG
+from fruits_platform.resources import local_resources
 from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
-from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import first_error_line, latest_metadata, materialize_classes, register_classes
 from fruits_platform.sources import class_dir_name, list_class_files
 from fruits_platform.spark.datasets import PartitionedDataset
@@ -67,13 +65,8 @@ SAFE_DIR = re.compile(r"^[a-z0-9][a-z0-9-]*-[0-9a-f]{10}$")  # one plain compone
 
 
 def resources(data_root, output_root, weights=WEIGHTS):
-    return {
-        "spark": LazyPySparkResource(spark_config=LOCAL_SPARK_CONFIG),
-        "storage": FruitsStorage(data_root=str(data_root), output_root=str(output_root)),
-        "weights": MobileNetWeights(weights=weights, image_size=SIZE),
-        "reduction": ReductionSettings(pca_k=3),
-        "pyspark_step_launcher": ResourceDefinition.none_resource(),
-    }
+    weights = MobileNetWeights(weights=weights, image_size=SIZE)
+    return local_resources(data_root, output_root, weights, ReductionSettings(pca_k=3))
 
 
 def table(path):
@@ -561,7 +554,7 @@ def test_failed_run_is_one_line_keeps_outputs_and_no_aws_key_is_written_anywhere
         "must be 'imagenet', 'random:<seed>', a local .weights.h5 file or an s3:// URI."
     ), last
     # Said once: the traces stay in the run's logs (--verbose prints them); checked before any step ran.
-    assert "Traceback" not in stderr and "File \"" not in stderr
+    assert "Traceback" not in stderr and 'File "' not in stderr
     for asset, data in kept.items():
         assert table(out / asset).equals(data), asset
 
@@ -603,14 +596,11 @@ def materialize_classes_raw(instance, data_root, output_root, selection, partiti
 
     from fruits_platform.definitions import defs
 
-    resources = {
-        "spark": LazyPySparkResource(spark_config=LOCAL_SPARK_CONFIG),
-        "storage": FruitsStorage(data_root=str(data_root), output_root=str(output_root)),
-        "weights": MobileNetWeights(weights=WEIGHTS, image_size=SIZE),
-        "reduction": ReductionSettings(),
-        "pyspark_step_launcher": ResourceDefinition.none_resource(),
-    }
     assets = [defs.get_assets_def(name) for name in selection]
     return materialize(
-        assets, instance=instance, resources=resources, partition_key=partition_key, raise_on_error=False
+        assets,
+        instance=instance,
+        resources=resources(data_root, output_root),
+        partition_key=partition_key,
+        raise_on_error=False,
     )

@@ -6,14 +6,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as ds
 import pytest
-from dagster import ResourceDefinition, instance_for_test
-from dagster_pyspark import LazyPySparkResource
+from dagster import instance_for_test
 
 from fruits_platform.ml.images import decode_batch
 from fruits_platform.ml.mobilenet import FeatureExtractor, load_weights
-from fruits_platform.resources import LOCAL_SPARK_CONFIG
+from fruits_platform.resources import local_resources
 from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
-from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import latest_metadata, materialize_classes, register_classes
 from fruits_platform_tests.conftest import copy_classes
 
@@ -21,13 +19,7 @@ CLASSES = ["Apple Braeburn", "Banana", "Lemon", "Strawberry"]
 
 
 def resources(data_root, output_root, weights, **reduction):
-    return {
-        "spark": LazyPySparkResource(spark_config=LOCAL_SPARK_CONFIG),
-        "storage": FruitsStorage(data_root=str(data_root), output_root=str(output_root)),
-        "weights": MobileNetWeights(weights=weights),
-        "reduction": ReductionSettings(**reduction),
-        "pyspark_step_launcher": ResourceDefinition.none_resource(),
-    }
+    return local_resources(data_root, output_root, MobileNetWeights(weights=weights), ReductionSettings(**reduction))
 
 
 def table(output_root, asset):

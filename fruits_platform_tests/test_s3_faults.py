@@ -6,13 +6,11 @@ import time
 import boto3
 import pyarrow.dataset as ds
 import pytest
-from dagster import ResourceDefinition, instance_for_test
-from dagster_pyspark import LazyPySparkResource
+from dagster import instance_for_test
 from moto.server import ThreadedMotoServer
 
-from fruits_platform.resources import LOCAL_SPARK_CONFIG
+from fruits_platform.resources import local_resources
 from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
-from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import materialize_classes, register_classes
 from fruits_platform_tests.conftest import S3_TEST_PORT, SAMPLE_ROOT
 
@@ -49,13 +47,9 @@ def endpoint():
 
 
 def resources(output_root):
-    return {
-        "spark": LazyPySparkResource(spark_config=LOCAL_SPARK_CONFIG),
-        "storage": FruitsStorage(data_root=f"s3://{BUCKET}/data", output_root=str(output_root)),
-        "weights": MobileNetWeights(weights="random:0"),
-        "reduction": ReductionSettings(),
-        "pyspark_step_launcher": ResourceDefinition.none_resource(),
-    }
+    return local_resources(
+        f"s3://{BUCKET}/data", output_root, MobileNetWeights(weights="random:0"), ReductionSettings()
+    )
 
 
 def materialize(tmp_path, name, during=None):

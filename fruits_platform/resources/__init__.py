@@ -83,15 +83,27 @@ def use_local_spark_env() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-def local_resources() -> dict:
+def local_resources(
+    data_root=None,
+    output_root=None,
+    weights: MobileNetWeights | None = None,
+    reduction: ReductionSettings | None = None,
+    spark_conf: dict | None = None,
+) -> dict:
+    """The local profile's resources: from the environment (the code location), or with the values given
+    (tests, benchmark), the one place that builds them."""
     use_local_spark_env()
+    model = model_resources()
     return {
-        "spark": LazyPySparkResource(spark_config=LOCAL_SPARK_CONFIG),
+        "spark": LazyPySparkResource(spark_config={**LOCAL_SPARK_CONFIG, **(spark_conf or {})}),
         "storage": FruitsStorage(
-            data_root=_setting("FRUITS_DATA_ROOT", SAMPLE_DATA_ROOT),
-            output_root=_setting("FRUITS_OUTPUT_ROOT", os.path.abspath(DEFAULT_OUTPUT_ROOT)),
+            data_root=str(data_root) if data_root else _setting("FRUITS_DATA_ROOT", SAMPLE_DATA_ROOT),
+            output_root=str(output_root)
+            if output_root
+            else _setting("FRUITS_OUTPUT_ROOT", os.path.abspath(DEFAULT_OUTPUT_ROOT)),
         ),
-        **model_resources(),
+        "weights": weights or model["weights"],
+        "reduction": reduction or model["reduction"],
         "pyspark_step_launcher": ResourceDefinition.none_resource(),  # steps run in this process
     }
 
