@@ -568,11 +568,7 @@ def test_failed_run_is_one_line_keeps_outputs_and_no_aws_key_is_written_anywhere
 
 def test_class_registered_from_another_data_root_fails_and_says_why(spark, tmp_path):
     """A partition whose folder is not in the configured data root is an error, never an empty success."""
-    (tmp_path / "home").mkdir()
-    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        instance.add_dynamic_partitions("fruit_classes", ["Durian"])
-        result = materialize_classes_raw(instance, SAMPLE_ROOT, tmp_path / "out", ["raw_images"], "Durian")
-    assert first_error_line(result) == (
+    assert first_error_of_one_class(tmp_path, "raw_images", "Durian") == (
         f"raw_images: 1 class(es) have no folder under {SAMPLE_ROOT}/{{Training,Test}}: 'Durian'. They were "
         "registered from another data root: set FRUITS_DATA_ROOT to it, or delete these partitions."
     )
@@ -580,27 +576,26 @@ def test_class_registered_from_another_data_root_fails_and_says_why(spark, tmp_p
 
 
 def test_missing_upstream_data_fails_naming_the_path_and_the_fix(spark, tmp_path):
-    (tmp_path / "home").mkdir()
-    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        instance.add_dynamic_partitions("fruit_classes", ["Banana"])
-        result = materialize_classes_raw(instance, SAMPLE_ROOT, tmp_path / "out", ["mobilenet_features"], "Banana")
-    assert first_error_line(result) == (
+    assert first_error_of_one_class(tmp_path, "mobilenet_features", "Banana") == (
         f"mobilenet_features: file://{tmp_path}/out/raw_images has no data for 1 class(es): 'Banana': materialize "
         "raw_images for them first, or set FRUITS_OUTPUT_ROOT to the output root they were written to"
     )
 
 
-def materialize_classes_raw(instance, data_root, output_root, selection, partition_key):
-    """One run of `selection` for one class, with the local resources, without raising on failure."""
+def first_error_of_one_class(tmp_path, asset: str, label: str) -> str:
+    """The first error of a run of `asset` for the class `label` alone (registered), on the bundled sample."""
     from dagster import materialize
 
     from fruits_platform.definitions import defs
 
-    assets = [defs.get_assets_def(name) for name in selection]
-    return materialize(
-        assets,
-        instance=instance,
-        resources=resources(data_root, output_root),
-        partition_key=partition_key,
-        raise_on_error=False,
-    )
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        instance.add_dynamic_partitions("fruit_classes", [label])
+        result = materialize(
+            [defs.get_assets_def(asset)],
+            instance=instance,
+            resources=resources(SAMPLE_ROOT, tmp_path / "out"),
+            partition_key=label,
+            raise_on_error=False,
+        )
+    return first_error_line(result)
