@@ -127,11 +127,21 @@ def materialize_classes(
     return results + ([run(EVALUATION, None)] if evaluate else [])
 
 
+# Figures that each partition of a multi-class run carries for its own class: the run's are their sums.
+PER_CLASS_COUNTS = ("dagster/row_count", "images_ok", "images_rejected", "images_embedded", "images_reused")
+
+
 def latest_metadata(results, asset_name: str) -> dict:
-    """Plain values of the last materialization of `asset_name` among `results`."""
+    """Plain values of the last run of `asset_name` among `results`: its last materialization's, with the
+    per-class counts summed over the classes the run materialized."""
     found = {}
     for result in results:
-        for event in result.get_asset_materialization_events():
-            if event.materialization.asset_key.to_user_string() == asset_name:
-                found = {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+        events = [
+            {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+            for event in result.get_asset_materialization_events()
+            if event.materialization.asset_key.to_user_string() == asset_name
+        ]
+        if events:
+            found = events[-1]
+            found.update({k: sum(e[k] for e in events) for k in PER_CLASS_COUNTS if k in found and len(events) > 1})
     return found

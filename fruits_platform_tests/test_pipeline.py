@@ -228,3 +228,23 @@ def test_classes_are_spread_whole_over_tasks_of_about_equal_size(spark):
     assert not whole_classes(spark, one)
     single = spread(spark, frame.where(F.col("label") == "class 3"), one).select(F.spark_partition_id()).distinct()
     assert single.count() == task_count(spark, sizes["class 3"]) > 1
+
+
+def test_each_class_of_a_multi_class_run_carries_its_own_figures(pipeline):
+    from dagster import AssetKey
+
+    instance = pipeline["instance"]
+    versions = {}
+    for asset in ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]:
+        records = instance.fetch_materializations(AssetKey(asset), limit=100).records
+        by_class = {r.asset_materialization.partition: r.asset_materialization.metadata for r in records}
+        assert set(by_class) == set(CLASSES), asset
+        for label, metadata in by_class.items():
+            assert metadata["dagster/row_count"].value == 16, (asset, label)  # the run wrote 64 rows
+            versions.setdefault(asset, set()).add(metadata["class_data_version"].value)
+        if asset == "raw_images":
+            assert {m["images_ok"].value for m in by_class.values()} == {16}
+            assert {m["images_rejected"].value for m in by_class.values()} == {0}
+        if asset == "mobilenet_features":
+            assert {(m["images_embedded"].value, m["images_reused"].value) for m in by_class.values()} == {(16, 0)}
+    assert all(len(found) == len(CLASSES) for found in versions.values())  # each class its own content

@@ -122,6 +122,33 @@ def write_summarized(
     return observed, data_version(observed["_v"], salt)
 
 
+def add_class_metadata(
+    context, dataset, labels: list[str], version_columns: list[str], salt: str = "", known=None, **aggregates
+) -> None:
+    """In a run over several classes, each class's own figures on its partition's materialization (else
+    Dagster gives every partition the run's totals): row count, `class_data_version` (its content), the
+    `aggregates` ({name: column}) of its written rows, and `known` ({name: {class: value}}) figures."""
+    if len(labels) < 2:
+        return  # the run's figures are the class's
+    found = (
+        dataset.read(labels)
+        .groupBy("label")
+        .agg(
+            F.count("*").alias("dagster/row_count"),
+            content_hash(version_columns).alias("_v"),
+            *[column.alias(name) for name, column in aggregates.items()],
+        )
+        .collect()
+    )
+    by_label = {row["label"]: row for row in found}  # an empty class has no row
+    for label in labels:
+        row = by_label.get(label)
+        figures = {name: row[name] if row else 0 for name in ["dagster/row_count", *aggregates]}
+        figures.update({name: values.get(label, 0) for name, values in (known or {}).items()})
+        figures["class_data_version"] = data_version(row["_v"] if row else None, salt).value
+        context.add_asset_metadata(figures, partition_key=label)
+
+
 def content_version(frame: DataFrame, columns: list[str], salt: str = "") -> DataVersion:
     """A data version from the content itself, computed by Spark."""
     return summarize(frame, columns, salt)[1]
@@ -209,7 +236,9 @@ def transform_classes(context, session, storage, source: str, target: str, trans
     with storage_failures():
         frame = transform(storage.dataset(session, source).read(labels))
     target_dataset = storage.dataset(session, target)
-    return write_summarized(target_dataset, frame, labels, ["uri", "sha256"], salt, grouped=True, **aggregates)
+    summary = write_summarized(target_dataset, frame, labels, ["uri", "sha256"], salt, grouped=True, **aggregates)
+    add_class_metadata(context, target_dataset, labels, ["uri", "sha256"], salt)
+    return summary
 
 
 @contextmanager

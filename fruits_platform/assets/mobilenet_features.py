@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
     PER_CLASS,
+    add_class_metadata,
     StepLauncherParam,
     Stopwatch,
     column_schema,
@@ -128,6 +129,9 @@ def mobilenet_features(
             bad=F.sum(has_non_finite("features").cast("int")),
         )
     broadcast.unpersist()
+    reused_sizes = {label: sizes[label] - embed_sizes.get(label, 0) for label in sizes}
+    known = {"images_ok": sizes, "images_embedded": embed_sizes, "images_reused": reused_sizes}
+    add_class_metadata(context, dataset, labels, ["uri", "sha256"], salt=signature, known=known)
     non_finite = stats["bad"] or 0
     return MaterializeResult(
         metadata=run_metadata(

@@ -6,6 +6,7 @@ from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
     PER_CLASS,
+    add_class_metadata,
     StepLauncherParam,
     Stopwatch,
     column_schema,
@@ -66,6 +67,15 @@ def raw_images(
             ok=F.count(F.when(F.col("status") == "ok", 1)),
         )
     ok, rejected_count = stats["ok"], stats["rows"] - stats["ok"]
+    is_ok = F.col("status") == "ok"
+    add_class_metadata(
+        context,
+        dataset,
+        labels,
+        ["uri", "sha256", "status"],
+        images_ok=F.count(F.when(is_ok, 1)),
+        images_rejected=F.count(F.when(~is_ok, 1)),
+    )
     rejected = []
     if rejected_count:
         rejected = (
