@@ -33,7 +33,7 @@ from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
 from fruits_platform.runner import first_error_line, latest_metadata, materialize_classes, register_classes
 from fruits_platform.sources import class_dir_name, list_class_files
 from fruits_platform.spark.datasets import PartitionedDataset
-from fruits_platform_tests.conftest import SAMPLE_ROOT
+from fruits_platform_tests.conftest import SAMPLE_ROOT, copy_classes
 from fruits_platform_tests.corpus import bad_and_odd_files, write_corpus
 
 WEIGHTS, SIZE = "random:0", 96
@@ -374,7 +374,7 @@ def test_python_worker_killed_mid_task_is_retried_and_the_result_is_complete(wor
 
     features = table(world["out"] / "mobilenet_features")
     model = MobileNetWeights(weights=WEIGHTS, image_size=SIZE).compiled()  # the world's (cached in this process)
-    images = spark.createDataFrame(features.select(["uri", "label", "split"]).to_pandas())
+    images = spark.createDataFrame(features.select(["uri", "label", "split", "sha256"]).to_pandas())
 
     @pandas_udf("int")
     def kill_first_attempt(uris: pd.Series, vectors: pd.Series) -> pd.Series:
@@ -599,3 +599,42 @@ def first_error_of_one_class(tmp_path, asset: str, label: str) -> str:
             raise_on_error=False,
         )
     return first_error_line(result)
+
+
+def test_file_replaced_after_the_catalogue_is_not_embedded_under_its_old_hash(spark, tmp_path):
+    from dagster import AssetKey, materialize
+
+    from fruits_platform.definitions import defs
+
+    data = copy_classes(tmp_path / "data", ["Banana"], per_split=2)
+    replaced = sorted((data / "Training" / "Banana").iterdir())[0]
+    (tmp_path / "home").mkdir()
+    with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        instance.add_dynamic_partitions("fruit_classes", ["Banana"])
+
+        def run(asset):
+            return materialize(
+                [defs.get_assets_def(asset)],
+                instance=instance,
+                resources=resources(data, tmp_path / "out"),
+                partition_key="Banana",
+            )
+
+        run("raw_images")
+        replaced.write_bytes(next((SAMPLE_ROOT / "Training" / "Lemon").iterdir()).read_bytes())
+        result = run("mobilenet_features")
+        metadata = instance.get_latest_materialization_event(AssetKey("mobilenet_features")).asset_materialization
+    assert metadata.metadata["images_changed_since_catalogue"].value == 1
+    assert (
+        f"| `{replaced}` | changed_since_catalogue: the file was replaced or removed after raw_images catalogued it "
+        "(its bytes no longer have the recorded SHA-256): re-materialize raw_images for its class |"
+        in metadata.metadata["changed_files"].value
+    )
+    embedded = table(tmp_path / "out" / "mobilenet_features")
+    assert embedded.num_rows == 3 and str(replaced) not in embedded.column("uri").to_pylist()
+    checks = {
+        e.event_specific_data.check_name: e.event_specific_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert checks["one_row_per_ok_image"] is False  # the catalogue no longer describes the folder

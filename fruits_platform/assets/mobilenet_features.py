@@ -25,7 +25,7 @@ from fruits_platform.assets.common import (
 from fruits_platform.ml.mobilenet import FEATURE_DIM
 from fruits_platform.resources.model import MobileNetWeights
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.spark.featurize import class_sizes, embed_images, whole_classes
+from fruits_platform.spark.featurize import UriList, class_sizes, embed_images, whole_classes
 
 SCHEMA = column_schema(
     {
@@ -49,6 +49,10 @@ def has_non_finite(column: str):
 
 
 CHECK_ONE_ROW = "one_row_per_ok_image"
+CHANGED_REASON = (
+    "the file was replaced or removed after raw_images catalogued it (its bytes no longer have the recorded "
+    "SHA-256): re-materialize raw_images for its class"
+)
 
 
 @asset(
@@ -110,7 +114,8 @@ def mobilenet_features(
 
     broadcast = session.sparkContext.broadcast(model)
     progress = session.sparkContext.accumulator(0)
-    embedded = embed_images(session, to_embed, embed_sizes, broadcast, progress, weights.batch_size)
+    changed = session.sparkContext.accumulator([], UriList())
+    embedded = embed_images(session, to_embed, embed_sizes, broadcast, progress, weights.batch_size, changed)
     features = embedded if reused is None else embedded.unionByName(reused)
     # Without reused rows to add, the embedding tasks may hold whole classes: then no shuffle before the write.
     grouped = reused is None and whole_classes(session, embed_sizes)
@@ -129,6 +134,9 @@ def mobilenet_features(
             bad=F.sum(has_non_finite("features").cast("int")),
         )
     broadcast.unpersist()
+    changed_uris = sorted(set(changed.value))  # a retried task adds its uris again
+    if changed_uris:
+        context.log.warning(f"{len(changed_uris)} image(s) not embedded: {CHANGED_REASON}")
     reused_sizes = {label: sizes[label] - embed_sizes.get(label, 0) for label in sizes}
     known = {"images_ok": sizes, "images_embedded": embed_sizes, "images_reused": reused_sizes}
     add_class_metadata(context, dataset, labels, ["uri", "sha256"], salt=signature, known=known)
@@ -146,6 +154,13 @@ def mobilenet_features(
             image_size=MetadataValue.int(model_weights.image_size),
             engine=MetadataValue.text(model.engine),
             batch_size=MetadataValue.int(model.batch_size(weights.batch_size)),
+            images_changed_since_catalogue=MetadataValue.int(len(changed_uris)),
+            changed_files=MetadataValue.md(
+                "| file | reason |\n|---|---|\n"
+                + "\n".join(f"| `{uri}` | changed_since_catalogue: {CHANGED_REASON} |" for uri in changed_uris[:50])
+            )
+            if changed_uris
+            else MetadataValue.text("none"),
         ),
         check_results=[
             AssetCheckResult(

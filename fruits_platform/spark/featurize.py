@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterator
 
 import pandas as pd
+from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
@@ -146,15 +148,43 @@ def _worker_extractor(model_broadcast, threads: int, batch_size: int | None) -> 
     return extractor
 
 
-def mobilenet_udf(model_broadcast, threads: int, batch_size: int | None, progress=None):
+class UriList(AccumulatorParam):
+    """A Spark accumulator of uris (the files that changed since the catalogue)."""
+
+    def zero(self, value):
+        return []
+
+    def addInPlace(self, value1, value2):
+        value1.extend(value2)
+        return value1
+
+
+def catalogued_bytes(uri: str, sha256: str) -> bytes | None:
+    """The file's bytes if they are still those whose SHA-256 the catalogue recorded, else None (replaced or
+    removed since): an image is never embedded under another content's hash."""
+    try:
+        data = read_bytes(uri)
+    except FileNotFoundError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def mobilenet_udf(model_broadcast, threads: int, batch_size: int | None, progress=None, changed=None):
     @pandas_udf(ArrayType(FloatType()))
-    def mobilenet_embedding(uri_batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    def mobilenet_embedding(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
         extractor = _worker_extractor(model_broadcast, threads, batch_size)
-        for uris in uri_batches:
-            features = extractor.featurize_bytes([read_bytes(uri) for uri in uris])
+        for uris, hashes in batches:
+            blobs = [catalogued_bytes(uri, sha256) for uri, sha256 in zip(uris, hashes)]
+            kept = [index for index, data in enumerate(blobs) if data is not None]
+            vectors = [None] * len(blobs)
+            if kept:
+                for index, vector in zip(kept, extractor.featurize_bytes([blobs[i] for i in kept])):
+                    vectors[index] = vector
+            if changed is not None and len(kept) < len(blobs):
+                changed.add([uri for uri, data in zip(uris, blobs) if data is None])
             if progress is not None:
                 progress.add(len(uris))
-            yield pd.Series(list(features), index=uris.index)
+            yield pd.Series(vectors, index=uris.index, dtype=object)
 
     return mobilenet_embedding
 
@@ -166,10 +196,13 @@ def embed_images(
     model_broadcast,
     progress=None,
     batch_size: int | None = None,
+    changed=None,
 ) -> DataFrame:
-    """Add a `features` column (1280 float32) to `images` (which has `uri` and `label`; {class: rows} in
-    `sizes`), `spread` over the tasks by class (see `whole_classes`). `model_broadcast`: a broadcast
-    `CompiledModel`; `batch_size`: images per model call (None: the engine's default)."""
+    """Add a `features` column (1280 float32) to `images` (which has `uri`, `sha256` and `label`; {class: rows}
+    in `sizes`), `spread` over the tasks by class (see `whole_classes`). `model_broadcast`: a broadcast
+    `CompiledModel`; `batch_size`: images per model call (None: the engine's default). A file whose bytes no
+    longer have the catalogued SHA-256 gets no row; its uri goes to `changed` (a `UriList` accumulator)."""
     threads = int(spark.conf.get("spark.task.cpus", "1"))
-    udf = mobilenet_udf(model_broadcast, threads, batch_size, progress)
-    return spread(spark, images, sizes).withColumn("features", udf(F.col("uri")))
+    udf = mobilenet_udf(model_broadcast, threads, batch_size, progress, changed)
+    featurized = spread(spark, images, sizes).withColumn("features", udf(F.col("uri"), F.col("sha256")))
+    return featurized.where(F.col("features").isNotNull())
