@@ -7,7 +7,7 @@ Two classifiers, deliberately simple so that they measure the features rather th
     accuracy on `pca_features` vs `scaled_features` shows exactly what the reduction costs.
 The evaluated rows are collected once, through Arrow, for the 1-NN; beyond `max_images` they are a
 deterministic sample by uri (every class keeps its share), so that the driver's memory and the time stay
-bounded whatever the data's size (collecting every vector of the full Fruits-360 exhausted a 1g driver). Predictions are reduced to a confusion matrix (classes x classes) from
+bounded whatever the data's size. Predictions are reduced to a confusion matrix (classes x classes) from
 which accuracy, macro-F1, per-class accuracy and confused pairs all follow: Spark's evaluator has no
 macro-F1 (its "f1" is weighted by class support) and its per-label metrics cost one Spark job per class.
 

@@ -20,7 +20,9 @@ class FruitsStorage(ConfigurableResource):
         """A local data root that does not exist or an output root that cannot be written fails the run before
         any step starts (S3 roots are checked by the first read or write)."""
         if not is_s3(self.data_root) and not os.path.isdir(self.data_root):
-            raise Failure(description=f"Data root not found: {self.data_root!r} (FRUITS_DATA_ROOT).", allow_retries=False)
+            raise Failure(
+                description=f"Data root not found: {self.data_root!r} (FRUITS_DATA_ROOT).", allow_retries=False
+            )
         if not is_s3(self.output_root):
             try:
                 os.makedirs(self.output_root, exist_ok=True)
