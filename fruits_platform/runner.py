@@ -57,7 +57,9 @@ def first_error_line(result) -> str:
         error = getattr(event.event_specific_data, "error", None)
         if error is None:
             continue
-        while error.cause is not None and "Error occurred while" in error.message:
+        while error.cause is not None and (
+            "Error occurred while" in error.message or "RetryRequested" in error.message
+        ):
             error = error.cause
         message = error.message.strip().splitlines()[0].removeprefix("dagster._core.definitions.events.Failure: ")
         return f"{event.step_key or 'run start'}: {message}"

@@ -203,6 +203,7 @@ def embed_images(
     `CompiledModel`; `batch_size`: images per model call (None: the engine's default). A file whose bytes no
     longer have the catalogued SHA-256 gets no row; its uri goes to `changed` (a `UriList` accumulator)."""
     threads = int(spark.conf.get("spark.task.cpus", "1"))
-    udf = mobilenet_udf(model_broadcast, threads, batch_size, progress, changed)
+    # Nondeterministic: else the optimizer copies the UDF into the filter below, and every image runs twice.
+    udf = mobilenet_udf(model_broadcast, threads, batch_size, progress, changed).asNondeterministic()
     featurized = spread(spark, images, sizes).withColumn("features", udf(F.col("uri"), F.col("sha256")))
     return featurized.where(F.col("features").isNotNull())
