@@ -61,7 +61,7 @@ class FittedModel:
 
 # The model this process loaded or fitted last, by SparkContext, path and fit record: scaled_features and
 # pca_features of the same run (or of successive runs of the CLI, a backfill) share it instead of each
-# loading it again (~0.5 s, a dozen small Spark jobs).
+# loading it again (a dozen small Spark jobs).
 _LOADED: dict[tuple, FittedModel] = {}
 
 

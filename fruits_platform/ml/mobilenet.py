@@ -233,7 +233,7 @@ class FeatureExtractor(Featurizer):
 
 def to_litert(weights: ModelWeights) -> bytes:
     """The Keras model with these weights as a LiteRT flatbuffer (float32, no quantization or other
-    optimization: the same network, the same values), converted by TensorFlow's own converter (~4 s)."""
+    optimization: the same network, the same values), converted by TensorFlow's own converter (seconds)."""
     import tensorflow as tf
 
     model = keras_model(weights)
@@ -262,7 +262,7 @@ def _cached_flatbuffer(path: str, image_size: int) -> bytes | None:
 
 def litert_flatbuffer(weights: ModelWeights, cache_dir: str | None = None) -> bytes:
     """`to_litert(weights)`, kept in the local folder `cache_dir` (None or "": no cache) for the next processes:
-    the conversion takes ~4 s, reading the file ~10 ms. The file is named by everything the flatbuffer depends on
+    a conversion takes seconds, reading the file milliseconds. The file is named by everything the flatbuffer depends on
     (weights fingerprint, input size, TensorFlow and Keras versions, LITERT_CONVERSION), written atomically, and
     checked by loading it before use; a cache that cannot be written only costs the conversion (a warning)."""
     if not cache_dir:

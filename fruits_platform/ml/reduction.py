@@ -152,7 +152,7 @@ def first_components(model: PCAModel, k: int) -> PCAModel:
     the same data (Spark's PCA computes every component, an SVD of the covariance matrix, and keeps the
     first k), without a second pass over the data. PySpark has no public constructor for a PCAModel, so
     the JVM's is called (as PySpark's own model loading does), and the columns are cut in the JVM as
-    Spark's PCA does: reading a 1280 x 1280 matrix into Python through py4j takes ~1 s."""
+    Spark's PCA does: py4j copies a matrix to Python value by value."""
     if k == model.getK():
         return model
     if not 0 < k < model.getK():
@@ -254,7 +254,7 @@ def explained_variance_valid(values: list[float]) -> bool:
 def model_fingerprint(model: PipelineModel) -> str:
     """Identifies a fitted model by its parameters: the SHA-256 of the scaler's mean and std and the principal
     components (row-major), as float64 little-endian bytes. Hashed in the JVM, where the arrays are (through
-    py4j a 1280 x k matrix would take ~1 s to reach Python)."""
+    py4j a 1280 x k matrix reaches Python value by value)."""
     jvm = _jvm()
     scaler, pca = (stage._java_obj for stage in model.stages)
     digest = jvm.java.security.MessageDigest.getInstance("SHA-256")

@@ -53,7 +53,7 @@ class MobileNetWeights(ConfigurableResource):
     image_size: int = Field(default=DEFAULT_IMAGE_SIZE, description="Input size in pixels: 96, 128, 160, 192 or 224")
     engine: str = Field(
         default=DEFAULT_ENGINE,
-        description="'litert' (LiteRT's XNNPACK kernels, ~2.5x faster on CPU) or 'keras' (the reference); the same "
+        description="'litert' (LiteRT's XNNPACK kernels, faster on CPU) or 'keras' (the reference); the same "
         "network and weights, vectors equal to float rounding",
     )
     batch_size: int = Field(
@@ -65,7 +65,7 @@ class MobileNetWeights(ConfigurableResource):
     model_cache: str = Field(
         default=DEFAULT_MODEL_CACHE,
         description="Local folder where the driver keeps the LiteRT conversion of the weights for later processes "
-        "(a conversion takes ~4 s); empty: no cache",
+        "(a conversion takes seconds); empty: no cache",
     )
     _loaded: ModelWeights | None = PrivateAttr(default=None)
 
