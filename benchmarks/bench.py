@@ -212,10 +212,10 @@ def platform_resources(data_root, output_root, weights, image_size, spark_conf, 
 
 
 def asset_stages(results) -> dict:
-    from fruits_platform.runner import ASSET_ORDER, latest_metadata
+    from fruits_platform.runner import asset_names, latest_metadata
 
     stages = {}
-    for asset in ASSET_ORDER:
+    for asset in asset_names():
         metadata = latest_metadata(results, asset)
         if metadata:
             stages[asset] = round(float(metadata.get("runtime_seconds", 0.0)), 2)
@@ -244,11 +244,19 @@ def timed_evaluation(instance, resources) -> dict:
     from dagster import materialize
 
     from fruits_platform.definitions import defs
-    from fruits_platform.runner import EVALUATION, latest_metadata
+    from fruits_platform.partitions import fruit_classes
+    from fruits_platform.runner import latest_metadata, range_tags
 
+    classes = instance.get_dynamic_partitions(fruit_classes.name)
     started = time.perf_counter()
-    result = materialize([defs.get_assets_def(a) for a in EVALUATION], instance=instance, resources=resources)
-    metadata = latest_metadata([result], EVALUATION[0])
+    result = materialize(
+        defs.assets,
+        selection=["feature_quality"],
+        instance=instance,
+        resources=resources,
+        tags=range_tags(classes),
+    )
+    metadata = latest_metadata([result], "feature_quality")
     return {
         "seconds": round(time.perf_counter() - started, 2),
         "accuracy_logreg_pca": metadata.get("accuracy_logreg_pca"),

@@ -43,14 +43,7 @@ def materialize_command(args) -> int:
 
     from dagster import DagsterInstance
 
-    from fruits_platform.runner import (
-        ASSET_ORDER,
-        EVALUATION,
-        MIN_EVALUATED_CLASSES,
-        latest_metadata,
-        materialize_classes,
-        register_classes,
-    )
+    from fruits_platform.runner import asset_names, latest_metadata, materialize_classes, register_classes
 
     wanted = [name.strip() for name in args.classes.split(",") if name.strip()] if args.classes else None
     instance = DagsterInstance.get()
@@ -77,10 +70,10 @@ def materialize_command(args) -> int:
         "weights_source",
         "runtime_seconds",
     ]
-    for asset_name in ASSET_ORDER:
+    for asset_name in asset_names():
         metadata = latest_metadata(results, asset_name)
-        if not metadata and asset_name in EVALUATION:
-            print(f"  {asset_name:<20} skipped: the evaluation needs at least {MIN_EVALUATED_CLASSES} classes")
+        if not metadata:
+            print(f"  {asset_name:<20} not materialized (feature_quality needs two classes)")
             continue
         print(f"  {asset_name:<20} " + ", ".join(f"{k}={metadata[k]}" for k in shown if k in metadata))
     for name, reason in refused.items():

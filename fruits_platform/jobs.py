@@ -1,14 +1,17 @@
-"""Asset jobs: embed new or changed classes; or the whole graph (CLI, backfills)."""
+"""Asset jobs: embed new or changed classes (what the new-images sensor requests); or the whole graph."""
 
 from dagster import AssetSelection, define_asset_job
 
 from fruits_platform.partitions import fruit_classes
 
 ALL_ASSETS_JOB = "fruit_features_job"
+EMBEDDING = AssetSelection.assets("raw_images", "mobilenet_features")
+# What the model's refit changes, for every embedded class: what the automation sensor requests after an embedding.
+REFRESH = EMBEDDING.downstream(include_self=False)
 
 embed_classes_job = define_asset_job(
     "embed_classes",
-    selection=AssetSelection.assets("raw_images", "mobilenet_features"),
+    selection=EMBEDDING,
     partitions_def=fruit_classes,
     description="Catalogue and embed the images of the selected fruit classes.",
 )
@@ -17,5 +20,6 @@ all_assets_job = define_asset_job(
     ALL_ASSETS_JOB,
     selection=AssetSelection.all(),
     partitions_def=fruit_classes,
-    description="Every asset for the selected classes: catalogue, embeddings, model fit, scaled and PCA features.",
+    description="Every asset for the selected classes: catalogue, embeddings, model fit, scaled and PCA features, "
+    "evaluation.",
 )

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance, execute_job, materialize, reconstructable
 
+from fruits_platform.jobs import EMBEDDING, REFRESH
 from fruits_platform.partitions import fruit_classes, split_usable
 from fruits_platform.sources import list_classes
 
-PER_CLASS_FIRST = ["raw_images", "mobilenet_features"]
-GLOBAL = ["feature_model"]
-PER_CLASS_AFTER = ["scaled_features", "pca_features"]
-EVALUATION = ["feature_quality"]  # global, over every class: runs last
-MIN_EVALUATED_CLASSES = 2
-ASSET_ORDER = PER_CLASS_FIRST + GLOBAL + PER_CLASS_AFTER + EVALUATION
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def range_tags(keys: list[str]) -> dict[str, str]:
+    """The tags of a run over the partition key range from keys[0] to keys[-1]."""
+    return {RANGE_START: keys[0], RANGE_END: keys[-1]}
 
 
 class MaterializationError(RuntimeError):
@@ -66,51 +66,57 @@ def first_error_line(result) -> str:
     return "the run failed"
 
 
+def asset_names() -> list[str]:
+    """Every asset of the code location, upstream first."""
+    from fruits_platform.definitions import defs
+
+    return [key.to_user_string() for key in defs.resolve_asset_graph().toposorted_asset_keys]
+
+
 def materialize_classes(
-    instance: DagsterInstance,
-    resources: dict | None,
-    classes: list[str],
-    assets=None,
-    log_level: str = "INFO",
-    evaluate: bool = True,
+    instance: DagsterInstance, resources: dict | None, classes: list[str], log_level: str = "INFO", evaluate: bool = True
 ) -> list:
-    """Materialize the graph for `classes` (registered already) and keep every class consistent:
-    `classes` are catalogued and embedded, `feature_model` is fitted over all embedded classes, and
-    `scaled_features`/`pca_features` are refreshed for all of them (a refit changes every class's
-    outputs), then `feature_quality` unless `evaluate` is False or fewer than 2 classes are embedded.
-    One run when that is one key range (the usual case); else a run per key range of `classes` (the last
-    one also fits `feature_model`), then a run per key range to refresh. Returns the run results.
+    """Materialize the graph for `classes` (registered already) the way Dagster runs it from the UI and the
+    daemon. When `classes` include every class embedded so far (the usual case): a run of every asset over
+    them, as a backfill of all partitions runs (one run when they were registered in a row, else one per key
+    range). Otherwise what the sensor and the automation request: runs embedding `classes`, then runs refitting
+    `feature_model` and refreshing every embedded class (a refit changes every class's features). Without
+    `evaluate`, no feature_quality. Returns the run results.
 
     With `resources`, the assets run in this process with them (`materialize`); without, the code
     location's own job and resources run (`execute_job` on a reconstructable job, which is what the
     EMR step launcher needs)."""
     from fruits_platform.definitions import defs, fruit_features_job
 
+    graph = defs.resolve_asset_graph()
     registered = instance.get_dynamic_partitions(fruit_classes.name)
-    embedded = instance.get_materialized_partitions(AssetKey("mobilenet_features"))
-    # A classifier needs two classes: with one, the features are computed and the evaluation skipped.
-    evaluate = evaluate and len(set(classes) | set(embedded)) >= MIN_EVALUATED_CLASSES
-    order = ASSET_ORDER if evaluate else [a for a in ASSET_ORDER if a not in EVALUATION]
-    assets = assets or [defs.get_assets_def(key) for key in order]
-    first = contiguous_ranges(registered, set(classes))
-    after = contiguous_ranges(registered, set(classes) | set(embedded))
+    embedded = set(instance.get_materialized_partitions(AssetKey("mobilenet_features")))
+    every_class = set(classes) | embedded
+    skipped = set() if evaluate else {AssetKey("feature_quality")}
+    everything = graph.get_all_asset_keys() - skipped
+    ranges = contiguous_ranges(registered, every_class)
+    if every_class == set(classes) and len(ranges) == 1:
+        plan = [(everything, ranges[0])]
+    else:
+        plan = [(EMBEDDING.resolve(graph), keys) for keys in contiguous_ranges(registered, set(classes))]
+        plan += [(REFRESH.resolve(graph) - skipped, keys) for keys in ranges]
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
-    def run(selection: list[str], keys: list[str] | None):
-        tags = {RANGE_START: keys[0], RANGE_END: keys[-1]} if keys else {}
+    def run(selection: set[AssetKey], keys: list[str]):
+        tags = range_tags(keys)
         if resources is None:
             result = execute_job(
                 reconstructable(fruit_features_job),
                 instance=instance,
-                asset_selection=[AssetKey(name) for name in selection],
+                asset_selection=sorted(selection),
                 tags=tags,
                 run_config=run_config,
                 raise_on_error=False,
             )
         else:
             result = materialize(
-                assets,
-                selection=selection,
+                defs.assets,
+                selection=sorted(selection),
                 instance=instance,
                 resources=resources,
                 tags=tags,
@@ -121,12 +127,7 @@ def materialize_classes(
             raise MaterializationError(f"run {result.run_id} failed at {first_error_line(result)}")
         return result
 
-    if first == after and len(first) == 1:
-        return [run(order, first[0])]  # the usual case: one run, one SparkSession
-    # feature_model (not partitioned) runs in the same run as the last range of new classes, after them.
-    results = [run(PER_CLASS_FIRST + (GLOBAL if keys is first[-1] else []), keys) for keys in first]
-    results += [run(PER_CLASS_AFTER, keys) for keys in after]
-    return results + ([run(EVALUATION, None)] if evaluate else [])
+    return [run(selection, keys) for selection, keys in plan]
 
 
 # Figures that each partition of a multi-class run carries for its own class: the run's are their sums.

@@ -22,7 +22,7 @@ from fruits_platform.ml.quality import (
 )
 from fruits_platform.ml.reduction import choose_k_by_accuracy, first_components, model_fingerprint, validation_split
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.runner import RANGE_END, RANGE_START, latest_metadata, materialize_classes, register_classes
+from fruits_platform.runner import latest_metadata, materialize_classes, range_tags, register_classes
 from fruits_platform_tests.conftest import FULL_SAMPLE, SAMPLE_CLASSES, SAMPLE_ROOT, copy_classes
 from fruits_platform_tests.test_pipeline import resources
 
@@ -322,14 +322,14 @@ def test_first_components_is_what_a_fit_with_that_k_returns(spark, tmp_path):
 def test_feature_model_with_k_by_accuracy(real, tmp_path):
     (tmp_path / "home").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        register_classes(instance, str(real["data"]))
+        classes, _ = register_classes(instance, str(real["data"]))
         shutil.copytree(real["out"] / "raw_images", tmp_path / "out" / "raw_images")
         shutil.copytree(real["out"] / "mobilenet_features", tmp_path / "out" / "mobilenet_features")
         res = resources(real["data"], tmp_path / "out", "random:0", k_rule="accuracy", accuracy_tolerance=0.0)
         from fruits_platform.definitions import defs
 
         result = materialize(
-            [defs.get_assets_def("feature_model")], instance=instance, resources=res, raise_on_error=True
+            [defs.get_assets_def("feature_model")], instance=instance, resources=res, tags=range_tags(classes)
         )
     metadata = latest_metadata([result], "feature_model")
     tried = {int(k): v for k, v in metadata["validation_accuracy_by_k"].items()}
@@ -351,7 +351,7 @@ def test_incremental_featurization_counts_model_work(tmp_path, spark):
 
         def embedded(keys):
             result = materialize(
-                assets, instance=instance, resources=res, tags={RANGE_START: keys[0], RANGE_END: keys[-1]}
+                assets, instance=instance, resources=res, tags=range_tags(keys)
             )
             return latest_metadata([result], "mobilenet_features")
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from dagster import (
+    AllPartitionMapping,
+    AssetDep,
     BackfillPolicy,
     Backoff,
     DataVersion,
@@ -46,6 +48,14 @@ PER_CLASS = dict(
     owners=OWNERS,
     retry_policy=RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL),
 )
+
+
+
+def every_class_of(asset_name: str) -> AssetDep:
+    """A dependency on every class of a per-class asset: what the model fit and the evaluation read. A per-class
+    child of it (same partitions, single-run backfills) can run in the same run as its parents."""
+    return AssetDep(asset_name, partition_mapping=AllPartitionMapping())
+
 
 LINEAGE_COLUMNS = {
     "uri": ("string", "Location of the image file (local path or s3:// URI)"),

@@ -1,9 +1,5 @@
 """`feature_model`: StandardScaler + PCA fitted once on the Training split of every materialized class."""
 
-import json
-import uuid
-from dataclasses import asdict, dataclass
-
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -12,84 +8,30 @@ from dagster import (
     AutomationCondition,
     DataVersion,
     Failure,
-    MaterializeResult,
     MetadataValue,
+    Output,
+    ResourceParam,
     asset,
 )
 from dagster_pyspark import LazyPySparkResource
-from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
-    GROUP,
-    OWNERS,
+    PER_CLASS,
     StepLauncherParam,
     Stopwatch,
     content_hash,
     data_version,
+    every_class_of,
     pca_metadata,
 )
-from fruits_platform.ml.reduction import (
-    K_RULES,
-    ReductionSummary,
-    explained_variance_valid,
-    fit_feature_model,
-    model_fingerprint,
-)
+from fruits_platform.ml.reduction import K_RULES, explained_variance_valid, fit_feature_model
 from fruits_platform.partitions import fruit_classes
 from fruits_platform.resources.model import ReductionSettings
+from fruits_platform.resources.model_store import FeatureModelIOManager, FittedModel
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.spark.datasets import HadoopFs, qualify, read_json, replace_directory, write_json
 
-FIT_RECORD = "fit_record"  # what the saved model was fitted on, beside its stages
 CHECK_VARIANCE = "explained_variance_in_range"
-
-
-def model_path(storage: FruitsStorage) -> str:
-    return qualify(storage.asset_root("feature_model"))
-
-
-@dataclass(frozen=True)
-class FittedModel:
-    """The saved PipelineModel, what it was fitted on (None for a model saved without its fit record) and its
-    fingerprint."""
-
-    model: PipelineModel
-    summary: ReductionSummary | None
-    fingerprint: str
-
-
-# The model this process loaded or fitted last, by SparkContext, path and fit record: scaled_features and
-# pca_features of the same run (or of successive runs of the CLI, a backfill) share it instead of each
-# loading it again (a dozen small Spark jobs).
-_LOADED: dict[tuple, FittedModel] = {}
-
-
-def _cache_key(session, target: str, record: dict | None) -> tuple | None:
-    return (session.sparkContext.applicationId, target, json.dumps(record, sort_keys=True)) if record else None
-
-
-def _remember(session, target: str, record: dict | None, model: PipelineModel) -> FittedModel:
-    summary = ReductionSummary(**record["summary"]) if record else None
-    fitted = FittedModel(model, summary, model_fingerprint(model))
-    key = _cache_key(session, target, record)
-    if key is not None:
-        _LOADED.clear()  # one model at a time
-        _LOADED[key] = fitted
-    return fitted
-
-
-def _load(session, target: str, record: dict | None) -> FittedModel:
-    """The model saved at `target` with its fit `record`, from this process's cache when it is the same."""
-    key = _cache_key(session, target, record)
-    if key is not None and key in _LOADED:
-        return _LOADED[key]
-    return _remember(session, target, record, PipelineModel.load(target))
-
-
-def load_feature_model(session, storage: FruitsStorage) -> FittedModel:
-    target = model_path(storage)
-    return _load(session, target, read_json(session, f"{target}/{FIT_RECORD}"))
 
 
 def materialized_classes(context: AssetExecutionContext, dataset) -> list[str]:
@@ -111,9 +53,9 @@ def weights_source(instance, signature: str, lookback: int = 200) -> str:
 
 
 @asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    deps=["mobilenet_features"],
+    **PER_CLASS,
+    deps=[every_class_of("mobilenet_features")],
+    io_manager_key="model_store",
     kinds={"spark", "pyspark.ml"},
     tags={"layer": "model"},
     code_version="1",
@@ -121,9 +63,10 @@ def weights_source(instance, signature: str, lookback: int = 200) -> str:
     check_specs=[AssetCheckSpec(CHECK_VARIANCE, asset="feature_model", description="Explained variance in (0, 1]")],
     description=(
         "The fitted Spark PipelineModel (StandardScaler with mean and std, then PCA) that maps a 1280-d "
-        "MobileNetV2 embedding to k components. Fitted once over the Training split of every materialized "
-        "class together, so that the components separate classes; k is fixed (`FRUITS_PCA_K`), or the smallest "
-        "reaching the explained-variance threshold (`FRUITS_PCA_VARIANCE`, default 0.95), or with "
+        "MobileNetV2 embedding to k components. One model, fitted over the Training split of every materialized "
+        "class together, so that the components separate classes; each class's partition is that model as its "
+        "features use it, so a class added makes every partition stale. k is fixed (`FRUITS_PCA_K`), or the "
+        "smallest reaching the explained-variance threshold (`FRUITS_PCA_VARIANCE`, default 0.95), or with "
         "`FRUITS_PCA_K_RULE=accuracy` the smallest whose 1-NN accuracy on held-out Training images is within "
         "`FRUITS_PCA_ACCURACY_TOLERANCE` of the unreduced features'. The app loads it "
         "with `PipelineModel.load` and transforms a new photo's embedding in one call."
@@ -135,13 +78,16 @@ def feature_model(
     pyspark_step_launcher: StepLauncherParam,
     storage: FruitsStorage,
     reduction: ReductionSettings,
-) -> MaterializeResult:
+    model_store: ResourceParam[FeatureModelIOManager],
+):
     stopwatch = Stopwatch()
     session = spark.spark_session
     embeddings = storage.dataset(session, "mobilenet_features")
     classes = materialized_classes(context, embeddings)
     if not classes:
         raise Failure(description="No class has mobilenet_features yet: materialize mobilenet_features first.")
+    if reduction.k_rule not in K_RULES:
+        raise Failure(description=f"k_rule (FRUITS_PCA_K_RULE) must be one of {', '.join(K_RULES)}")
     features = embeddings.read(classes)
     is_training = F.col("split") == "Training"
     found = features.agg(
@@ -149,58 +95,37 @@ def feature_model(
         content_hash(["uri", "sha256"], where=is_training).alias("training"),
         F.collect_set(F.when(is_training, F.col("label"))).alias("trained_classes"),
     ).first()
-    untrained = sorted(set(classes) - set(found["trained_classes"]))
-    if untrained:
-        context.log.warning(
-            f"{len(untrained)} class(es) have no Training image and add nothing to the fit: {', '.join(untrained[:10])}"
-        )
     signatures = sorted(found["signatures"])
     if len(signatures) > 1:
         raise Failure(
             description="mobilenet_features of different classes were computed with different weights or settings "
             f"({', '.join(signatures)}); re-materialize mobilenet_features for all classes with the same weights."
         )
-    if reduction.k_rule not in K_RULES:
-        raise Failure(description=f"k_rule (FRUITS_PCA_K_RULE) must be one of {', '.join(K_RULES)}")
-    training = features.where(is_training)
-    target = model_path(storage)
-    # Same Training images, weights and settings as the saved model: reuse it, so that reruns give
-    # identical outputs (a refit may differ in the last bits, and PCA components may flip sign).
+    untrained = sorted(set(classes) - set(found["trained_classes"]))
+    if untrained:
+        context.log.warning(
+            f"{len(untrained)} class(es) have no Training image and add nothing to the fit: {', '.join(untrained[:10])}"
+        )
     settings = (reduction.pca_k, reduction.variance_threshold, reduction.k_rule, reduction.accuracy_tolerance)
     fit_inputs = data_version(found["training"], salt=f"{signatures}|{settings}").value
-    record = read_json(session, f"{target}/{FIT_RECORD}")
-    if record and record["inputs"] == fit_inputs:
+    previous = model_store.saved("feature_model")
+    # Same Training images, weights and settings: the saved model is reused, so reruns give identical outputs
+    # (a refit may differ in the last bits, and PCA components may flip sign).
+    if previous is not None and previous.record.get("inputs") == fit_inputs:
         context.log.info("Training images, weights and settings unchanged: the fitted model is reused")
-        fitted = _load(session, target, record)
+        fitted = previous
     else:
-        try:
-            model, summary = fit_feature_model(
-                training,
-                reduction.pca_k or None,
-                reduction.variance_threshold,
-                k_rule=reduction.k_rule,
-                accuracy_tolerance=reduction.accuracy_tolerance,
+        fitted = fit(features.where(is_training), reduction, fit_inputs, session.version)
+        outside = sorted(set(classes) - set(context.partition_keys))
+        if outside:
+            context.log.warning(
+                f"the model was refitted: the features of {len(outside)} class(es) outside this run "
+                f"({', '.join(outside[:5])}) are now stale; materialize feature_model and its downstream for them "
+                "(the automation sensor does when it runs)"
             )
-        except ValueError as error:
-            raise Failure(description=str(error)) from error
-        staged = f"{target.rsplit('/', 1)[0]}/_staging/feature_model-{uuid.uuid4().hex}"
-        model.write().overwrite().save(staged)
-        record = {"inputs": fit_inputs, "summary": asdict(summary), "spark_version": session.version}
-        write_json(session, f"{staged}/{FIT_RECORD}", record)
-        replace_directory(HadoopFs(session, target), staged, target)
-        fitted = _remember(session, target, json.loads(json.dumps(record)), model)  # as a later read sees it
     summary = fitted.summary
-    selection = {}
-    if summary.k_rule == "accuracy":
-        selection = {
-            "accuracy_tolerance": MetadataValue.float(reduction.accuracy_tolerance),
-            "validation_images": MetadataValue.int(summary.validation_images),
-            "validation_accuracy_unreduced": MetadataValue.float(round(summary.validation_full_accuracy, 4)),
-            "validation_accuracy_by_k": MetadataValue.json(
-                {str(k): round(v, 4) for k, v in summary.validation_accuracy.items()}
-            ),
-        }
-    return MaterializeResult(
+    yield Output(
+        fitted,
         metadata={
             "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
             "throughput_images_per_second": MetadataValue.float(round(summary.training_rows / stopwatch.seconds, 2)),
@@ -211,18 +136,44 @@ def feature_model(
             "weights_source": MetadataValue.text(weights_source(context.instance, signatures[0] if signatures else "")),
             "variance_threshold": MetadataValue.float(reduction.variance_threshold),
             "k_rule": MetadataValue.text(reduction.describe()),
-            **selection,
-            "path": MetadataValue.path(target),
+            **selection_metadata(summary, reduction),
+            "fingerprint": MetadataValue.text(fitted.fingerprint),
             # Models load across the supported Sparks (tested); this says which one wrote it.
-            "spark_version": MetadataValue.text(record.get("spark_version", "unknown")),
+            "spark_version": MetadataValue.text(fitted.record.get("spark_version", "unknown")),
             **pca_metadata(summary.explained_variance, summary.spectrum),
         },
-        check_results=[
-            AssetCheckResult(
-                check_name=CHECK_VARIANCE,
-                passed=explained_variance_valid(summary.explained_variance),
-                metadata={"total": float(sum(summary.explained_variance)), "k": summary.k},
-            )
-        ],
         data_version=DataVersion(fitted.fingerprint),
     )
+    yield AssetCheckResult(
+        check_name=CHECK_VARIANCE,
+        passed=explained_variance_valid(summary.explained_variance),
+        metadata={"total": float(sum(summary.explained_variance)), "k": summary.k},
+    )
+
+
+def fit(training, reduction: ReductionSettings, fit_inputs: str, spark_version: str) -> FittedModel:
+    try:
+        model, summary = fit_feature_model(
+            training,
+            reduction.pca_k or None,
+            reduction.variance_threshold,
+            k_rule=reduction.k_rule,
+            accuracy_tolerance=reduction.accuracy_tolerance,
+        )
+    except ValueError as error:
+        raise Failure(description=str(error)) from error
+    return FittedModel.fitted(model, fit_inputs, summary, spark_version)
+
+
+def selection_metadata(summary, reduction: ReductionSettings) -> dict:
+    """The accuracy rule's evidence, when k was chosen by it."""
+    if summary.k_rule != "accuracy":
+        return {}
+    return {
+        "accuracy_tolerance": MetadataValue.float(reduction.accuracy_tolerance),
+        "validation_images": MetadataValue.int(summary.validation_images),
+        "validation_accuracy_unreduced": MetadataValue.float(round(summary.validation_full_accuracy, 4)),
+        "validation_accuracy_by_k": MetadataValue.json(
+            {str(k): round(v, 4) for k, v in summary.validation_accuracy.items()}
+        ),
+    }

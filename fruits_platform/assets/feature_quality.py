@@ -1,13 +1,21 @@
 """`feature_quality`: how well the features separate the fruit classes, and what the PCA reduction costs."""
 
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AutomationCondition, Failure, MaterializeResult, MetadataValue, asset
 from dagster_pyspark import LazyPySparkResource
-from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import GROUP, OWNERS, StepLauncherParam, Stopwatch, content_version, png_markdown
-from fruits_platform.assets.feature_model import load_feature_model, materialized_classes, weights_source
+from fruits_platform.assets.common import (
+    PER_CLASS,
+    StepLauncherParam,
+    Stopwatch,
+    content_version,
+    every_class_of,
+    png_markdown,
+)
+from fruits_platform.assets.feature_model import materialized_classes, weights_source
 from fruits_platform.ml.quality import CLASSIFIERS, LOGREG, NEAREST, QualityReport, evaluate_features
+from fruits_platform.ml.reduction import transform_features
 from fruits_platform.resources.model import ReductionSettings
+from fruits_platform.resources.model_store import FittedModel
 from fruits_platform.resources.storage import FruitsStorage
 
 NAMES = {LOGREG: "logistic regression", NEAREST: "1-NN (Euclidean)"}
@@ -73,21 +81,23 @@ def confused_pairs_table(report: QualityReport, top: int = 10) -> tuple[Metadata
 
 
 @asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    deps=["pca_features", "scaled_features", "feature_model"],
+    **PER_CLASS,
+    deps=[every_class_of("mobilenet_features")],
+    output_required=False,  # fewer than two classes: nothing to classify, no materialization
     kinds={"spark", "pyspark.ml"},
     tags={"layer": "evaluation"},
     code_version="1",
+    automation_condition=AutomationCondition.eager(),
     description=(
         "How well the features separate the fruit classes: a logistic regression (pyspark.ml) and a 1-nearest-"
-        "neighbour classifier (Euclidean) trained on the Training split and scored on the Test split, on "
-        "`pca_features` and on the unreduced `scaled_features` (the cost of the reduction), with macro-F1, "
-        "per-class accuracy, the most confused pairs, and the 1-NN accuracy-vs-k curve of a PCA refitted on the "
-        "Training split (to choose k by accuracy, see `FRUITS_PCA_K_RULE`). Records which weights produced the "
-        "features. Covers every registered class whose `pca_features` exist; beyond `FRUITS_QUALITY_MAX_IMAGES` "
-        "(10,000) images, a deterministic sample of them (`sample_fraction`). Test images of classes without "
-        "Training images are left out (`classes_without_training_images`)."
+        "neighbour classifier (Euclidean) trained on the Training split and scored on the Test split, on the PCA "
+        "features and on the unreduced scaled features that `feature_model` gives every class's embeddings (what "
+        "`pca_features` and `scaled_features` hold once refreshed), with macro-F1, per-class accuracy, the most "
+        "confused pairs, and the 1-NN accuracy-vs-k curve of a PCA refitted on the Training split (to choose k by "
+        "accuracy, see `FRUITS_PCA_K_RULE`). Each class's partition adds that class's own accuracy. Records which "
+        "weights produced the features. Beyond `FRUITS_QUALITY_MAX_IMAGES` (10,000) images, a deterministic sample "
+        "of them (`sample_fraction`). Test images of classes without Training images are left out "
+        "(`classes_without_training_images`). Needs two classes."
     ),
 )
 def feature_quality(
@@ -96,38 +106,55 @@ def feature_quality(
     pyspark_step_launcher: StepLauncherParam,
     storage: FruitsStorage,
     reduction: ReductionSettings,
-) -> MaterializeResult:
+    feature_model: FittedModel,
+):
     stopwatch = Stopwatch()
     session = spark.spark_session
-    pca, scaled = storage.dataset(session, "pca_features"), storage.dataset(session, "scaled_features")
-    classes = [label for label in materialized_classes(context, pca) if scaled.exists(label)]
-    if not classes:
-        raise Failure(description="No class has pca_features yet: materialize pca_features first.")
-    fitted = load_feature_model(session, storage)
-    model = fitted.model
-    k = model.stages[1].getK()
-    frame = pca.read(classes).join(scaled.read(classes).select("uri", "scaled_features"), "uri")
-    stale = frame.where(F.size("pca_features") != k).select("label").distinct().collect()
-    if stale:
-        names = ", ".join(repr(row[0]) for row in stale[:5])
-        raise Failure(description=f"pca_features of {names} predate feature_model (k={k}): re-materialize them.")
-    signatures = [
-        row[0]
-        for row in storage.dataset(session, "mobilenet_features")
-        .read(classes)
-        .select("model_signature")
-        .distinct()
-        .collect()
-    ]
-    signature = ",".join(sorted(signatures))
+    embeddings = storage.dataset(session, "mobilenet_features")
+    classes = materialized_classes(context, embeddings)
+    if len(classes) < 2:
+        context.log.warning(f"{len(classes)} class(es) embedded: the evaluation needs two; nothing materialized")
+        return
+    features = embeddings.read(classes)
+    signatures = sorted(row[0] for row in features.select("model_signature").distinct().collect())
+    signature = ",".join(signatures)
+    frame = transform_features(feature_model.model, features.select("uri", "label", "split", "sha256", "features"))
     try:
         report = evaluate_features(
             frame, variance_threshold=reduction.variance_threshold, max_images=reduction.evaluation_max_images
         )
     except ValueError as error:
         raise Failure(description=f"Cannot evaluate the features: {error}") from error
+    for label in context.partition_keys:
+        context.add_asset_metadata(class_scores(report, label), partition_key=label)
+    yield MaterializeResult(
+        metadata={
+            "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
+            **report_metadata(report, reduction.accuracy_tolerance),
+            "model_signature": MetadataValue.text(signature),
+            "weights_source": MetadataValue.text(
+                weights_source(context.instance, signatures[0]) if len(signatures) == 1 else "mixed"
+            ),
+            "feature_model_fingerprint": MetadataValue.text(feature_model.fingerprint),
+        },
+        # Inputs: the evaluated rows, the fitted model and the weights that produced the features.
+        data_version=content_version(frame, ["uri", "sha256", "split"], salt=f"{feature_model.fingerprint}|{signature}"),
+    )
 
-    tolerance = reduction.accuracy_tolerance
+
+def class_scores(report: QualityReport, label: str) -> dict:
+    """One class's own figures, for its partition: its Test images scored (row count) and their accuracy."""
+    support = report.scores[(LOGREG, "pca")].support
+    scores = {
+        f"class_accuracy_{classifier}_{features}": round(report.scores[(classifier, features)].per_class_accuracy[label], 4)
+        for classifier in CLASSIFIERS
+        for features in FEATURES
+        if label in report.scores[(classifier, features)].per_class_accuracy
+    }
+    return {"dagster/row_count": support.get(label, 0), **scores}
+
+
+def report_metadata(report: QualityReport, tolerance: float) -> dict:
     scores = {
         f"{metric}_{classifier}_{features}": MetadataValue.float(
             round(getattr(report.scores[(classifier, features)], metric), 4)
@@ -137,45 +164,31 @@ def feature_quality(
         for metric in ("accuracy", "macro_f1")
     }
     curve = {str(k): {c: round(v, 4) for c, v in accuracies.items()} for k, accuracies in sorted(report.curve.items())}
-    by_accuracy = {
-        f"smallest_k_within_tolerance_{NEAREST}": MetadataValue.int(report.smallest_k_within(NEAREST, tolerance) or 0)
-    }
     pairs_table, pairs = confused_pairs_table(report)
-    return MaterializeResult(
-        metadata={
-            "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
-            **scores,
-            "chance_accuracy": MetadataValue.float(round(1 / len(report.classes), 4)),
-            "reduction_cost_logreg": MetadataValue.float(
-                round(report.accuracy(LOGREG, "scaled") - report.accuracy(LOGREG, "pca"), 4)
-            ),
-            "reduction_cost_1nn": MetadataValue.float(
-                round(report.accuracy(NEAREST, "scaled") - report.accuracy(NEAREST, "pca"), 4)
-            ),
-            "per_class_accuracy": per_class_table(report),
-            "confused_pairs": pairs_table,
-            "confused_pairs_values": MetadataValue.json(pairs),
-            "accuracy_vs_k": MetadataValue.json(curve),
-            "accuracy_vs_k_plot": accuracy_curve_plot(report),
-            **by_accuracy,
-            "accuracy_tolerance": MetadataValue.float(tolerance),
-            "pca_k": MetadataValue.int(report.pca_k),
-            "variance_k": MetadataValue.int(report.variance_k),
-            "variance_threshold": MetadataValue.float(report.variance_threshold),
-            "model_signature": MetadataValue.text(signature),
-            "weights_source": MetadataValue.text(
-                weights_source(context.instance, signatures[0]) if len(signatures) == 1 else "mixed"
-            ),
-            "feature_model_fingerprint": MetadataValue.text(fitted.fingerprint),
-            "classes": MetadataValue.int(len(report.classes)),
-            "class_names": MetadataValue.json(report.classes),
-            "training_images": MetadataValue.int(report.training_images),
-            "test_images": MetadataValue.int(report.test_images),
-            "images_available": MetadataValue.int(report.total_images),
-            "sample_fraction": MetadataValue.float(round(report.sample_fraction, 6)),
-            "classes_without_training_images": MetadataValue.json(report.untrained_classes),
-            "dagster/row_count": MetadataValue.int(report.test_images),
-        },
-        # Inputs: the evaluated rows, the fitted model and the weights that produced the features.
-        data_version=content_version(frame, ["uri", "sha256", "split"], salt=f"{fitted.fingerprint}|{signature}"),
-    )
+    return {
+        **scores,
+        "chance_accuracy": MetadataValue.float(round(1 / len(report.classes), 4)),
+        "reduction_cost_logreg": MetadataValue.float(
+            round(report.accuracy(LOGREG, "scaled") - report.accuracy(LOGREG, "pca"), 4)
+        ),
+        "reduction_cost_1nn": MetadataValue.float(
+            round(report.accuracy(NEAREST, "scaled") - report.accuracy(NEAREST, "pca"), 4)
+        ),
+        "per_class_accuracy": per_class_table(report),
+        "confused_pairs": pairs_table,
+        "confused_pairs_values": MetadataValue.json(pairs),
+        "accuracy_vs_k": MetadataValue.json(curve),
+        "accuracy_vs_k_plot": accuracy_curve_plot(report),
+        f"smallest_k_within_tolerance_{NEAREST}": MetadataValue.int(report.smallest_k_within(NEAREST, tolerance) or 0),
+        "accuracy_tolerance": MetadataValue.float(tolerance),
+        "pca_k": MetadataValue.int(report.pca_k),
+        "variance_k": MetadataValue.int(report.variance_k),
+        "variance_threshold": MetadataValue.float(report.variance_threshold),
+        "classes": MetadataValue.int(len(report.classes)),
+        "class_names": MetadataValue.json(report.classes),
+        "training_images": MetadataValue.int(report.training_images),
+        "test_images": MetadataValue.int(report.test_images),
+        "images_available": MetadataValue.int(report.total_images),
+        "sample_fraction": MetadataValue.float(round(report.sample_fraction, 6)),
+        "classes_without_training_images": MetadataValue.json(report.untrained_classes),
+    }

@@ -20,8 +20,8 @@ from fruits_platform.assets.common import (
     run_metadata,
     transform_classes,
 )
-from fruits_platform.assets.feature_model import load_feature_model
 from fruits_platform.ml.reduction import project
+from fruits_platform.resources.model_store import FittedModel
 from fruits_platform.resources.storage import FruitsStorage
 
 SCHEMA = column_schema(
@@ -35,7 +35,7 @@ CHECK_DIMENSION = "pca_dimension_is_k"
 
 @asset(
     **PER_CLASS,
-    deps=["scaled_features", "feature_model"],
+    deps=["scaled_features"],
     kinds={"spark", "parquet"},
     tags={"layer": "features"},
     code_version="1",
@@ -52,23 +52,22 @@ def pca_features(
     spark: LazyPySparkResource,
     pyspark_step_launcher: StepLauncherParam,
     storage: FruitsStorage,
+    feature_model: FittedModel,
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
-    session = spark.spark_session  # created before loading the model, which needs it
-    fitted = load_feature_model(session, storage)
-    model = fitted.model
-    pca = model.stages[1]
+    session = spark.spark_session
+    pca = feature_model.pca
     explained = [float(v) for v in pca.explainedVariance.toArray()]
     # The same scree plot as feature_model's (the whole spectrum, the k kept highlighted) when its record says it.
-    spectrum = fitted.summary.spectrum if fitted.summary else explained
+    spectrum = feature_model.summary.spectrum if feature_model.summary else explained
     stats, version = transform_classes(
         context,
         session,
         storage,
         "scaled_features",
         "pca_features",
-        lambda frame: project(model, frame.select("uri", "label", "split", "sha256", "scaled_features")),
-        salt=f"pca_features/{fitted.fingerprint}",
+        lambda frame: project(feature_model.model, frame.select("uri", "label", "split", "sha256", "scaled_features")),
+        salt=f"pca_features/{feature_model.fingerprint}",
         rows=F.count("*"),
         min_dim=F.coalesce(F.min(F.size("pca_features")), F.lit(pca.getK())),
         max_dim=F.coalesce(F.max(F.size("pca_features")), F.lit(pca.getK())),

@@ -12,8 +12,8 @@ from fruits_platform.assets.common import (
     run_metadata,
     transform_classes,
 )
-from fruits_platform.assets.feature_model import load_feature_model
 from fruits_platform.ml.reduction import scale
+from fruits_platform.resources.model_store import FittedModel
 from fruits_platform.resources.storage import FruitsStorage
 
 SCHEMA = column_schema(
@@ -26,7 +26,7 @@ SCHEMA = column_schema(
 
 @asset(
     **PER_CLASS,
-    deps=["mobilenet_features", "feature_model"],
+    deps=["mobilenet_features"],
     kinds={"spark", "parquet"},
     tags={"layer": "features"},
     code_version="1",
@@ -42,22 +42,21 @@ def scaled_features(
     spark: LazyPySparkResource,
     pyspark_step_launcher: StepLauncherParam,
     storage: FruitsStorage,
+    feature_model: FittedModel,
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
-    session = spark.spark_session  # created before loading the model, which needs it
-    fitted = load_feature_model(session, storage)
-    model = fitted.model
+    session = spark.spark_session
     stats, version = transform_classes(
         context,
         session,
         storage,
         "mobilenet_features",
         "scaled_features",
-        lambda frame: scale(model, frame.select("uri", "label", "split", "sha256", "features")),
-        salt=f"scaled_features/{fitted.fingerprint}",
+        lambda frame: scale(feature_model.model, frame.select("uri", "label", "split", "sha256", "features")),
+        salt=f"scaled_features/{feature_model.fingerprint}",
         rows=F.count("*"),
     )
     return MaterializeResult(
-        metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, dimension=MetadataValue.int(len(model.stages[0].mean))),
+        metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, dimension=MetadataValue.int(len(feature_model.scaler.mean))),
         data_version=version,
     )

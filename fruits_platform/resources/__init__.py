@@ -13,6 +13,7 @@ from dagster_pyspark import LazyPySparkResource
 from fruits_platform.ml.mobilenet import DEFAULT_ENGINE
 from fruits_platform.releases import release
 from fruits_platform.resources.model import DEFAULT_MODEL_CACHE, MobileNetWeights, ReductionSettings
+from fruits_platform.resources.model_store import FeatureModelIOManager
 from fruits_platform.resources.storage import FruitsStorage
 
 DEPLOYMENT_ENV = "FRUITS_DEPLOYMENT"
@@ -94,14 +95,15 @@ def local_resources(
     (tests, benchmark), the one place that builds them."""
     use_local_spark_env()
     model = model_resources()
+    spark = LazyPySparkResource(spark_config={**LOCAL_SPARK_CONFIG, **(spark_conf or {})})
+    storage = FruitsStorage(
+        data_root=str(data_root) if data_root else _setting("FRUITS_DATA_ROOT", SAMPLE_DATA_ROOT),
+        output_root=str(output_root) if output_root else _setting("FRUITS_OUTPUT_ROOT", os.path.abspath(DEFAULT_OUTPUT_ROOT)),
+    )
     return {
-        "spark": LazyPySparkResource(spark_config={**LOCAL_SPARK_CONFIG, **(spark_conf or {})}),
-        "storage": FruitsStorage(
-            data_root=str(data_root) if data_root else _setting("FRUITS_DATA_ROOT", SAMPLE_DATA_ROOT),
-            output_root=str(output_root)
-            if output_root
-            else _setting("FRUITS_OUTPUT_ROOT", os.path.abspath(DEFAULT_OUTPUT_ROOT)),
-        ),
+        "spark": spark,
+        "storage": storage,
+        "model_store": FeatureModelIOManager(storage=storage, spark=spark),
         "weights": weights or model["weights"],
         "reduction": reduction or model["reduction"],
         "pyspark_step_launcher": ResourceDefinition.none_resource(),  # steps run in this process
@@ -126,9 +128,12 @@ def emr_resources() -> dict:
 
     from fruits_platform.resources.emr import fruits_emr_step_launcher
 
+    spark = LazyPySparkResource(spark_config={})  # the session spark-submit created on the cluster
+    storage = FruitsStorage(data_root=EnvVar("FRUITS_DATA_ROOT"), output_root=EnvVar("FRUITS_OUTPUT_ROOT"))
     return {
-        "spark": LazyPySparkResource(spark_config={}),  # the session spark-submit created on the cluster
-        "storage": FruitsStorage(data_root=EnvVar("FRUITS_DATA_ROOT"), output_root=EnvVar("FRUITS_OUTPUT_ROOT")),
+        "spark": spark,
+        "storage": storage,
+        "model_store": FeatureModelIOManager(storage=storage, spark=spark),  # used in the steps, on the cluster
         **model_resources(),
         "pyspark_step_launcher": fruits_emr_step_launcher.configured(
             {

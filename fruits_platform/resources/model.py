@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from dagster import ConfigurableResource, Failure
 from pydantic import Field, PrivateAttr
 
@@ -18,28 +16,7 @@ from fruits_platform.ml.mobilenet import (
     load_weights,
 )
 
-# Weights loaded by this process, reused by later runs in it (a `dagster dev` code server, the CLI's
-# successive runs, a backfill): loading builds a Keras model. Keyed by everything that identifies the
-# arrays: a local file by its path, size and mtime; s3:// URIs are not cached (the object may change).
-_LOADED: dict[tuple, ModelWeights] = {}
-# The weights compiled for an engine (a LiteRT conversion takes seconds), by weights signature and engine; later
-# processes read LiteRT's from the file cache (model_cache).
-_COMPILED: dict[tuple, CompiledModel] = {}
 DEFAULT_MODEL_CACHE = "~/.cache/fruits-platform"
-
-
-def _cache_key(spec: str, image_size: int) -> tuple | None:
-    spec = spec.strip()
-    if spec.startswith("s3://"):
-        return None
-    if spec == "imagenet" or spec.startswith("random:"):
-        return (spec, image_size)
-    path = spec.removeprefix("file://")
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, image_size)
 
 
 class MobileNetWeights(ConfigurableResource):
@@ -67,7 +44,9 @@ class MobileNetWeights(ConfigurableResource):
         description="Local folder where the driver keeps the LiteRT conversion of the weights for later processes "
         "(a conversion takes seconds); empty: no cache",
     )
+    # Loaded and compiled once per run (a resource instance serves one run), shared by its steps.
     _loaded: ModelWeights | None = PrivateAttr(default=None)
+    _compiled: CompiledModel | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context) -> None:
         """Wrong settings fail the run before any step starts (a missing file, an unknown engine...)."""
@@ -79,31 +58,20 @@ class MobileNetWeights(ConfigurableResource):
     def load(self) -> ModelWeights:
         """Load once per process (on the driver); Spark broadcasts the arrays to the workers."""
         if self._loaded is None:
-            key = _cache_key(self.weights, self.image_size)
-            if key is not None and key in _LOADED:
-                self._loaded = _LOADED[key]
-                return self._loaded
             try:
                 self._loaded = load_weights(self.weights, self.image_size)
             except (WeightsUnavailableError, ValueError) as error:
                 raise Failure(description=str(error), allow_retries=False) from error
-            if key is not None:
-                _LOADED.clear()  # one set of weights at a time: they are tens of MB
-                _LOADED[key] = self._loaded
         return self._loaded
 
     def compiled(self) -> CompiledModel:
         """The weights in the engine's form, what Spark broadcasts to the workers (once per process)."""
-        weights = self.load()
-        key = (weights.signature, self.engine)
-        if key not in _COMPILED:
+        if self._compiled is None:
             try:
-                compiled = compile_model(weights, self.engine, self.model_cache)
+                self._compiled = compile_model(self.load(), self.engine, self.model_cache)
             except ValueError as error:  # an unknown engine
                 raise Failure(description=f"FRUITS_ENGINE: {error}", allow_retries=False) from error
-            _COMPILED.clear()
-            _COMPILED[key] = compiled
-        return _COMPILED[key]
+        return self._compiled
 
 
 class ReductionSettings(ConfigurableResource):
