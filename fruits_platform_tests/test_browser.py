@@ -1,10 +1,12 @@
 """End to end through the UI: `dagster dev` on the bundled sample, driven by a real headless Chromium.
 
-The browser opens the asset graph (five assets, their lineage, descriptions, owners, column
+The browser opens the asset graph (every asset, their lineage, descriptions, owners, column
 descriptions), sees the class partitions the sensor registered, launches the materialization of every
 asset for one class from the "Materialize all…" dialog, follows the run to success (the waiting polls
 GraphQL; what is checked is read in the browser), reads the progress lines in the run's logs, then
-opens the PCA materialization: runtime, explained variance and the scree plot.
+opens the PCA materialization: runtime, explained variance and the scree plot. A second test launches a
+backfill of every asset and every class from the same dialog and checks that Dagster runs it as one run
+and that each class's partition shows its own figures.
 
 Screenshots go to `test-artifacts/browser/` (or $FRUITS_TEST_ARTIFACTS), with the `dagster dev` log.
 """
@@ -62,7 +64,7 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def artifacts() -> Path:
     folder = Path(os.getenv("FRUITS_TEST_ARTIFACTS", REPO / "test-artifacts" / "browser"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,7 @@ def artifacts() -> Path:
 
 
 @pytest.fixture
-def dagster_dev(tmp_path, real_weights_path, artifacts):
+def dagster_dev(tmp_path, real_weights_path, artifacts, request):
     """`dagster dev` on the bundled sample, a fresh DAGSTER_HOME and output root, the real weights."""
     env = {
         "FRUITS_OUTPUT_ROOT": str(tmp_path / "output"),
@@ -96,7 +98,7 @@ def dagster_dev(tmp_path, real_weights_path, artifacts):
             yield server
     finally:
         if log_path.exists():
-            shutil.copy(log_path, artifacts / "dagster_dev.log")
+            shutil.copy(log_path, artifacts / f"dagster_dev_{request.node.name}.log")
 
 
 def squash(text: str) -> str:
@@ -115,6 +117,25 @@ def metadata_value(page, key: str) -> str:
     row = page.locator("tr").filter(has=page.get_by_text(key, exact=True)).first
     expect(row).to_be_visible()
     return row.locator("td").nth(1).inner_text().strip()
+
+
+def dismiss_welcome(tab):
+    # A fresh DAGSTER_HOME greets the first visit with a newsletter modal: dismiss it whenever it shows.
+    welcome = tab.get_by_role("dialog").filter(has_text="Join the Dagster community")
+    tab.add_locator_handler(welcome, lambda dialog: dialog.get_by_role("button", name="Skip").click())
+
+
+def wait_for_partitions(page, url: str) -> None:
+    """Until the sensor's first tick has registered the sample's class folders as partitions."""
+    page.goto(f"{url}/assets/raw_images?view=partitions")
+    deadline = time.monotonic() + 120
+    while True:  # each check waits for the page to render before reloading
+        try:
+            expect(page.get_by_text(SAMPLE_CLASSES[-1], exact=True).first).to_be_visible(timeout=10_000)
+            return
+        except AssertionError:
+            assert time.monotonic() < deadline, "the sensor registered no partition within 120 s"
+            page.reload()
 
 
 def test_ui_end_to_end(dagster_dev, artifacts):
@@ -137,11 +158,6 @@ def test_ui_end_to_end(dagster_dev, artifacts):
         context = browser.new_context(viewport={"width": 1800, "height": 1000})
         context.set_default_timeout(30_000)
 
-        def dismiss_welcome(tab):
-            # A fresh DAGSTER_HOME greets the first visit with a newsletter modal: dismiss it whenever it shows.
-            welcome = tab.get_by_role("dialog").filter(has_text="Join the Dagster community")
-            tab.add_locator_handler(welcome, lambda dialog: dialog.get_by_role("button", name="Skip").click())
-
         page = context.new_page()
         dismiss_welcome(page)
 
@@ -156,15 +172,7 @@ def test_ui_end_to_end(dagster_dev, artifacts):
                 expect(page.get_by_text(name, exact=True).first).to_be_visible()
 
             # 2. The partitions: the sensor registers the sample's class folders on its first tick.
-            page.goto(f"{dagster_dev.url}/assets/raw_images?view=partitions")
-            deadline = time.monotonic() + 120
-            while True:  # each check waits for the page to render before reloading
-                try:
-                    expect(page.get_by_text(SAMPLE_CLASSES[-1], exact=True).first).to_be_visible(timeout=10_000)
-                    break
-                except AssertionError:
-                    assert time.monotonic() < deadline, "the sensor registered no partition within 120 s"
-                    page.reload()
+            wait_for_partitions(page, dagster_dev.url)
             expect(page.get_by_text(f"Missing ({len(SAMPLE_CLASSES)})")).to_be_visible()
             for name in SAMPLE_CLASSES:
                 expect(page.get_by_text(name, exact=True).first).to_be_visible()
@@ -312,3 +320,79 @@ def test_ui_end_to_end(dagster_dev, artifacts):
         finally:
             browser.close()
     print(f"browser test: {time.monotonic() - started:.0f}s in the browser, screenshots in {artifacts}")
+
+
+BACKFILL_QUERY = """query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+    ... on Runs { results { runId status assetSelection { path } } }
+  }
+}"""
+BACKFILL_TIMEOUT = 420  # seconds; one run of every asset over the 96 images, ~150 s on 2 busy cores
+
+
+@pytest.mark.timeout(720)
+def test_ui_backfill_of_every_class_is_one_run(dagster_dev, artifacts):
+    """*Materialize all…* → every partition → *Launch backfill*: Dagster plans one run of all the assets (one
+    process, one SparkSession), and each class's partition shows its own figures."""
+    from fruits_platform.definitions import defs
+
+    assets = sorted(key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys())
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1800, "height": 1000})
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        dismiss_welcome(page)
+        try:
+            wait_for_partitions(page, dagster_dev.url)
+            page.goto(f"{dagster_dev.url}/locations/{LOCATION}/asset-groups/{GROUP}/lineage")
+            for name in assets:
+                expect(page.get_by_text(name, exact=True).first).to_be_visible()
+            page.get_by_role("button", name="Materialize all…").click()
+            dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+            expect(dialog).to_contain_text(f"materialize {len(assets)} assets")
+            dialog.get_by_text("Select a partition or create one").click()
+            page.get_by_text(f"Select all ({len(SAMPLE_CLASSES)})").filter(visible=True).first.click()
+            page.keyboard.press("Escape")  # closes the selector's popover, not the dialog
+            expect(dialog).to_contain_text(f"{len(SAMPLE_CLASSES)} partitions")
+            page.screenshot(path=str(artifacts / "10_backfill_dialog.png"))
+            dialog.get_by_role("button", name=LAUNCH_BUTTON).click()
+            expect(dialog).to_have_count(0)
+
+            listed = "query { partitionBackfillsOrError(limit: 1) { ... on PartitionBackfills { results { id } } } }"
+            backfill_id = dagster_dev.wait_until(
+                lambda: dagster_dev.graphql(listed)["partitionBackfillsOrError"]["results"][0]["id"],
+                timeout=30,
+                what="the backfill",
+            )
+
+            def finished():
+                data = dagster_dev.graphql(BACKFILL_QUERY, {"id": backfill_id})
+                status = data["partitionBackfillOrError"]["status"]
+                return status not in {"REQUESTED", "CANCELING"} and data
+
+            data = dagster_dev.wait_until(finished, timeout=BACKFILL_TIMEOUT, interval=3, what=f"backfill {backfill_id}")
+            runs = data["runsOrError"]["results"]
+            page.goto(f"{dagster_dev.url}/runs/b/{backfill_id}?tab=runs")
+            expect(page.get_by_text(backfill_id).first).to_be_visible()
+            page.screenshot(path=str(artifacts / "11_backfill_runs.png"))
+            assert data["partitionBackfillOrError"]["status"] == "COMPLETED_SUCCESS", (data, dagster_dev.log_tail())
+            assert len(runs) == 1, f"the backfill ran as {len(runs)} runs: {runs}"
+            assert {"/".join(a["path"]) for a in runs[0]["assetSelection"]} == set(assets)
+
+            # Each class's partition carries its own counts, not the run's totals.
+            page.goto(f"{dagster_dev.url}/assets/mobilenet_features?view=partitions&partition={quote(CLASS)}")
+            expect(page.get_by_text("images_embedded", exact=True)).to_be_visible()
+            assert int(metadata_value(page, "dagster/row_count")) == CLASS_IMAGES
+            assert int(metadata_value(page, "images_embedded")) == CLASS_IMAGES
+            page.goto(f"{dagster_dev.url}/assets/feature_quality?view=partitions&partition={quote(CLASS)}")
+            expect(page.get_by_text("accuracy_logreg_pca", exact=True)).to_be_visible()
+            assert 0 <= float(metadata_value(page, "class_accuracy_logreg_pca")) <= 1
+            page.screenshot(path=str(artifacts / "12_feature_quality_partition.png"), full_page=True)
+        except Exception:
+            for open_page in context.pages:
+                open_page.screenshot(path=str(artifacts / f"failure_backfill_{context.pages.index(open_page)}.png"))
+            raise
+        finally:
+            browser.close()
