@@ -592,7 +592,8 @@ def first_error_of_one_class(tmp_path, asset: str, label: str) -> str:
     with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         instance.add_dynamic_partitions("fruit_classes", [label])
         result = materialize(
-            [defs.get_assets_def(asset)],
+            defs.assets,
+            selection=[asset],
             instance=instance,
             resources=resources(SAMPLE_ROOT, tmp_path / "out"),
             partition_key=label,
@@ -614,7 +615,8 @@ def test_file_replaced_after_the_catalogue_is_not_embedded_under_its_old_hash(sp
 
         def run(asset):
             return materialize(
-                [defs.get_assets_def(asset)],
+                defs.assets,
+                selection=[asset],
                 instance=instance,
                 resources=resources(data, tmp_path / "out"),
                 partition_key="Banana",

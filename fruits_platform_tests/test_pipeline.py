@@ -159,24 +159,23 @@ def test_fixed_k_and_threshold_are_followed(pipeline, tmp_path):
     assert {len(v) for v in table(tmp_path / "out", "pca_features").column("pca_features").to_pylist()} == {5}
 
 
-def test_weights_are_loaded_once_per_process_and_reloaded_when_the_file_changes(tmp_path, real_weights_path):
+def test_weights_are_loaded_once_per_run_and_follow_the_file(tmp_path, real_weights_path):
     import shutil
 
     path = tmp_path / "weights.weights.h5"
     shutil.copy(real_weights_path, path)
-    first = MobileNetWeights(weights=str(path)).load()
-    assert MobileNetWeights(weights=str(path)).load() is first  # a later run of this process: no reload
-    assert MobileNetWeights(weights=str(path), image_size=96).load() is not first  # other settings
-    random_weights = MobileNetWeights(weights="random:3").load()
+    resource = MobileNetWeights(weights=str(path))  # a run's instance, shared by its steps
+    first = resource.load()
+    assert resource.load() is first and resource.compiled() is resource.compiled()
+    assert MobileNetWeights(weights=str(path), image_size=96).load().signature != first.signature
     second = MobileNetWeights(weights=f"file://{path}").load()
-    assert second is not random_weights and second.fingerprint == first.fingerprint
+    assert second.fingerprint == first.fingerprint
     # The file replaced in place (new content, new mtime): loaded again, and the fingerprint follows it.
     arrays = [np.asarray(a) for a in first.arrays]
     keras_model = FeatureExtractor(first).model
     keras_model.set_weights([a * 0.5 if a.ndim == 4 else a for a in arrays])
     keras_model.save_weights(str(path))
-    reloaded = MobileNetWeights(weights=str(path)).load()
-    assert reloaded is not second and reloaded.fingerprint != first.fingerprint
+    assert MobileNetWeights(weights=str(path)).load().fingerprint != first.fingerprint
 
 
 def test_a_single_class_is_featurized_and_its_evaluation_skipped(tmp_path, spark):

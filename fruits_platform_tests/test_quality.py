@@ -329,7 +329,7 @@ def test_feature_model_with_k_by_accuracy(real, tmp_path):
         from fruits_platform.definitions import defs
 
         result = materialize(
-            [defs.get_assets_def("feature_model")], instance=instance, resources=res, tags=range_tags(classes)
+            defs.assets, selection=["feature_model"], instance=instance, resources=res, tags=range_tags(classes)
         )
     metadata = latest_metadata([result], "feature_model")
     tried = {int(k): v for k, v in metadata["validation_accuracy_by_k"].items()}
@@ -350,9 +350,7 @@ def test_incremental_featurization_counts_model_work(tmp_path, spark):
         register_classes(instance, str(data))
 
         def embedded(keys):
-            result = materialize(
-                assets, instance=instance, resources=res, tags=range_tags(keys)
-            )
+            result = materialize(assets, instance=instance, resources=res, tags=range_tags(keys))
             return latest_metadata([result], "mobilenet_features")
 
         assert embedded(classes)["images_embedded"] == 8

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from dagster import (
     AllPartitionMapping,
-    AssetDep,
+    AssetIn,
     BackfillPolicy,
     Backoff,
     DataVersion,
@@ -30,6 +30,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.partitions import fruit_classes
+from fruits_platform.resources.class_datasets import MATERIALIZED_ONLY
 from fruits_platform.spark.datasets import MissingPartitionError
 
 # Every Spark asset takes this resource: None locally; in the emr profile the EMR step launcher,
@@ -51,10 +52,13 @@ PER_CLASS = dict(
 
 
 
-def every_class_of(asset_name: str) -> AssetDep:
-    """A dependency on every class of a per-class asset: what the model fit and the evaluation read. A per-class
-    child of it (same partitions, single-run backfills) can run in the same run as its parents."""
-    return AssetDep(asset_name, partition_mapping=AllPartitionMapping())
+# Typed inputs from the per-class datasets (resources/class_datasets.py): the rows of the run's classes; or, for
+# the model fit and the evaluation, of every class materialized so far (a child of every partition, still run
+# in the same run as its parents since all share the partitions and the single-run policy).
+CLASS_ROWS = AssetIn(input_manager_key="class_datasets")
+EVERY_CLASS_ROWS = AssetIn(
+    input_manager_key="class_datasets", partition_mapping=AllPartitionMapping(), metadata={MATERIALIZED_ONLY: True}
+)
 
 
 LINEAGE_COLUMNS = {
@@ -238,16 +242,14 @@ def progress_logger(log, total: int, counter, label: str = "images", every_secon
         log.info(f"{label}: {counter.value}/{total} done in {elapsed:.1f}s, {rate:.1f} {label}/s")
 
 
-def transform_classes(context, session, storage, source: str, target: str, transform, salt: str, **aggregates):
-    """Read `source` for the run's classes, apply `transform` (row by row), write `target`; return the summary
-    of what was written (`write_summarized`, versioned by uri and sha256). The classes stay in the partitions
-    they were read in: no shuffle."""
+def transform_classes(context, session, storage, frame: DataFrame, transform, salt: str, **aggregates):
+    """Apply `transform` (row by row) to `frame`, the rows of the run's classes, and write them as this asset's dataset;
+    return the summary of what was written (`write_summarized`, versioned by uri and sha256). The classes stay
+    in the partitions they were read in: no shuffle."""
     labels = list(context.partition_keys)
-    with storage_failures():
-        frame = transform(storage.dataset(session, source).read(labels))
-    target_dataset = storage.dataset(session, target)
-    summary = write_summarized(target_dataset, frame, labels, ["uri", "sha256"], salt, grouped=True, **aggregates)
-    add_class_metadata(context, target_dataset, labels, ["uri", "sha256"], salt)
+    dataset = storage.dataset(session, context.asset_key.path[-1])
+    summary = write_summarized(dataset, transform(frame), labels, ["uri", "sha256"], salt, grouped=True, **aggregates)
+    add_class_metadata(context, dataset, labels, ["uri", "sha256"], salt)
     return summary
 
 

@@ -13,30 +13,23 @@ from dagster import (
     ResourceParam,
     asset,
 )
-from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
+    EVERY_CLASS_ROWS,
     PER_CLASS,
     StepLauncherParam,
     Stopwatch,
     content_hash,
     data_version,
-    every_class_of,
     pca_metadata,
 )
 from fruits_platform.ml.reduction import K_RULES, explained_variance_valid, fit_feature_model
-from fruits_platform.partitions import fruit_classes
 from fruits_platform.resources.model import ReductionSettings
 from fruits_platform.resources.model_store import FeatureModelIOManager, FittedModel
-from fruits_platform.resources.storage import FruitsStorage
 
 CHECK_VARIANCE = "explained_variance_in_range"
-
-
-def materialized_classes(context: AssetExecutionContext, dataset) -> list[str]:
-    """Registered fruit classes whose embeddings exist, in registration order."""
-    return [label for label in context.instance.get_dynamic_partitions(fruit_classes.name) if dataset.exists(label)]
 
 
 def weights_source(instance, signature: str, lookback: int = 200) -> str:
@@ -54,7 +47,7 @@ def weights_source(instance, signature: str, lookback: int = 200) -> str:
 
 @asset(
     **PER_CLASS,
-    deps=[every_class_of("mobilenet_features")],
+    ins={"mobilenet_features": EVERY_CLASS_ROWS},
     io_manager_key="model_store",
     kinds={"spark", "pyspark.ml"},
     tags={"layer": "model"},
@@ -74,23 +67,18 @@ def weights_source(instance, signature: str, lookback: int = 200) -> str:
 )
 def feature_model(
     context: AssetExecutionContext,
-    spark: LazyPySparkResource,
     pyspark_step_launcher: StepLauncherParam,
-    storage: FruitsStorage,
     reduction: ReductionSettings,
     model_store: ResourceParam[FeatureModelIOManager],
+    mobilenet_features: DataFrame,
 ):
     stopwatch = Stopwatch()
-    session = spark.spark_session
-    embeddings = storage.dataset(session, "mobilenet_features")
-    classes = materialized_classes(context, embeddings)
-    if not classes:
-        raise Failure(description="No class has mobilenet_features yet: materialize mobilenet_features first.")
     if reduction.k_rule not in K_RULES:
         raise Failure(description=f"k_rule (FRUITS_PCA_K_RULE) must be one of {', '.join(K_RULES)}")
-    features = embeddings.read(classes)
+    features = mobilenet_features
     is_training = F.col("split") == "Training"
     found = features.agg(
+        F.collect_set("label").alias("classes"),
         F.collect_set("model_signature").alias("signatures"),
         content_hash(["uri", "sha256"], where=is_training).alias("training"),
         F.collect_set(F.when(is_training, F.col("label"))).alias("trained_classes"),
@@ -101,6 +89,7 @@ def feature_model(
             description="mobilenet_features of different classes were computed with different weights or settings "
             f"({', '.join(signatures)}); re-materialize mobilenet_features for all classes with the same weights."
         )
+    classes = sorted(found["classes"])
     untrained = sorted(set(classes) - set(found["trained_classes"]))
     if untrained:
         context.log.warning(
@@ -115,7 +104,7 @@ def feature_model(
         context.log.info("Training images, weights and settings unchanged: the fitted model is reused")
         fitted = previous
     else:
-        fitted = fit(features.where(is_training), reduction, fit_inputs, session.version)
+        fitted = fit(features.where(is_training), reduction, fit_inputs, mobilenet_features.sparkSession.version)
         outside = sorted(set(classes) - set(context.partition_keys))
         if outside:
             context.log.warning(

@@ -1,22 +1,22 @@
 """`feature_quality`: how well the features separate the fruit classes, and what the PCA reduction costs."""
 
 from dagster import AssetExecutionContext, AutomationCondition, Failure, MaterializeResult, MetadataValue, asset
-from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
+    EVERY_CLASS_ROWS,
     PER_CLASS,
     StepLauncherParam,
     Stopwatch,
     content_version,
-    every_class_of,
     png_markdown,
 )
-from fruits_platform.assets.feature_model import materialized_classes, weights_source
+from fruits_platform.assets.feature_model import weights_source
 from fruits_platform.ml.quality import CLASSIFIERS, LOGREG, NEAREST, QualityReport, evaluate_features
 from fruits_platform.ml.reduction import transform_features
 from fruits_platform.resources.model import ReductionSettings
 from fruits_platform.resources.model_store import FittedModel
-from fruits_platform.resources.storage import FruitsStorage
 
 NAMES = {LOGREG: "logistic regression", NEAREST: "1-NN (Euclidean)"}
 FEATURES = {"pca": "PCA", "scaled": "scaled 1280-d"}
@@ -82,7 +82,7 @@ def confused_pairs_table(report: QualityReport, top: int = 10) -> tuple[Metadata
 
 @asset(
     **PER_CLASS,
-    deps=[every_class_of("mobilenet_features")],
+    ins={"mobilenet_features": EVERY_CLASS_ROWS},
     output_required=False,  # fewer than two classes: nothing to classify, no materialization
     kinds={"spark", "pyspark.ml"},
     tags={"layer": "evaluation"},
@@ -102,23 +102,20 @@ def confused_pairs_table(report: QualityReport, top: int = 10) -> tuple[Metadata
 )
 def feature_quality(
     context: AssetExecutionContext,
-    spark: LazyPySparkResource,
     pyspark_step_launcher: StepLauncherParam,
-    storage: FruitsStorage,
     reduction: ReductionSettings,
+    mobilenet_features: DataFrame,
     feature_model: FittedModel,
 ):
     stopwatch = Stopwatch()
-    session = spark.spark_session
-    embeddings = storage.dataset(session, "mobilenet_features")
-    classes = materialized_classes(context, embeddings)
-    if len(classes) < 2:
-        context.log.warning(f"{len(classes)} class(es) embedded: the evaluation needs two; nothing materialized")
+    found = mobilenet_features.agg(F.collect_set("label"), F.collect_set("model_signature")).first()
+    if len(found[0]) < 2:
+        context.log.warning(f"{len(found[0])} class(es) embedded: the evaluation needs two; nothing materialized")
         return
-    features = embeddings.read(classes)
-    signatures = sorted(row[0] for row in features.select("model_signature").distinct().collect())
+    signatures = sorted(found[1])
     signature = ",".join(signatures)
-    frame = transform_features(feature_model.model, features.select("uri", "label", "split", "sha256", "features"))
+    rows = mobilenet_features.select("uri", "label", "split", "sha256", "features")
+    frame = transform_features(feature_model.model, rows)
     try:
         report = evaluate_features(
             frame, variance_threshold=reduction.variance_threshold, max_images=reduction.evaluation_max_images

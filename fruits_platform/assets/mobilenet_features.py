@@ -9,9 +9,11 @@ from dagster import (
     asset,
 )
 from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
+    CLASS_ROWS,
     PER_CLASS,
     add_class_metadata,
     StepLauncherParam,
@@ -57,7 +59,7 @@ CHANGED_REASON = (
 
 @asset(
     **PER_CLASS,
-    deps=["raw_images"],
+    ins={"raw_images": CLASS_ROWS},
     kinds={"spark", "tensorflow", "parquet"},
     tags={"layer": "features"},
     code_version="1",
@@ -80,6 +82,7 @@ def mobilenet_features(
     pyspark_step_launcher: StepLauncherParam,
     storage: FruitsStorage,
     weights: MobileNetWeights,
+    raw_images: DataFrame,
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
     labels = list(context.partition_keys)
@@ -88,9 +91,7 @@ def mobilenet_features(
     model = weights.compiled()
     signature = model.signature
 
-    with storage_failures():
-        images = storage.dataset(session, "raw_images").read(labels)
-    images = images.where(F.col("status") == "ok").select("uri", "label", "split", "sha256")
+    images = raw_images.where(F.col("status") == "ok").select("uri", "label", "split", "sha256")
     dataset = storage.dataset(session, "mobilenet_features")
     previous = dataset.read_existing(labels)
     if previous is not None and "model_signature" in previous.columns:

@@ -9,9 +9,11 @@ from dagster import (
     asset,
 )
 from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
+    CLASS_ROWS,
     PER_CLASS,
     StepLauncherParam,
     Stopwatch,
@@ -35,7 +37,7 @@ CHECK_DIMENSION = "pca_dimension_is_k"
 
 @asset(
     **PER_CLASS,
-    deps=["scaled_features"],
+    ins={"scaled_features": CLASS_ROWS},
     kinds={"spark", "parquet"},
     tags={"layer": "features"},
     code_version="1",
@@ -52,21 +54,20 @@ def pca_features(
     spark: LazyPySparkResource,
     pyspark_step_launcher: StepLauncherParam,
     storage: FruitsStorage,
+    scaled_features: DataFrame,
     feature_model: FittedModel,
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
-    session = spark.spark_session
     pca = feature_model.pca
     explained = [float(v) for v in pca.explainedVariance.toArray()]
     # The same scree plot as feature_model's (the whole spectrum, the k kept highlighted) when its record says it.
     spectrum = feature_model.summary.spectrum if feature_model.summary else explained
     stats, version = transform_classes(
         context,
-        session,
+        spark.spark_session,
         storage,
-        "scaled_features",
-        "pca_features",
-        lambda frame: project(feature_model.model, frame.select("uri", "label", "split", "sha256", "scaled_features")),
+        scaled_features.select("uri", "label", "split", "sha256", "scaled_features"),
+        lambda rows: project(feature_model.model, rows),
         salt=f"pca_features/{feature_model.fingerprint}",
         rows=F.count("*"),
         min_dim=F.coalesce(F.min(F.size("pca_features")), F.lit(pca.getK())),

@@ -2,9 +2,11 @@
 
 from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 from dagster_pyspark import LazyPySparkResource
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
+    CLASS_ROWS,
     PER_CLASS,
     StepLauncherParam,
     Stopwatch,
@@ -26,7 +28,7 @@ SCHEMA = column_schema(
 
 @asset(
     **PER_CLASS,
-    deps=["mobilenet_features"],
+    ins={"mobilenet_features": CLASS_ROWS},
     kinds={"spark", "parquet"},
     tags={"layer": "features"},
     code_version="1",
@@ -42,17 +44,16 @@ def scaled_features(
     spark: LazyPySparkResource,
     pyspark_step_launcher: StepLauncherParam,
     storage: FruitsStorage,
+    mobilenet_features: DataFrame,
     feature_model: FittedModel,
 ) -> MaterializeResult:
     stopwatch = Stopwatch()
-    session = spark.spark_session
     stats, version = transform_classes(
         context,
-        session,
+        spark.spark_session,
         storage,
-        "mobilenet_features",
-        "scaled_features",
-        lambda frame: scale(feature_model.model, frame.select("uri", "label", "split", "sha256", "features")),
+        mobilenet_features.select("uri", "label", "split", "sha256", "features"),
+        lambda rows: scale(feature_model.model, rows),
         salt=f"scaled_features/{feature_model.fingerprint}",
         rows=F.count("*"),
     )

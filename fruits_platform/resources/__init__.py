@@ -13,6 +13,7 @@ from dagster_pyspark import LazyPySparkResource
 from fruits_platform.ml.mobilenet import DEFAULT_ENGINE
 from fruits_platform.releases import release
 from fruits_platform.resources.model import DEFAULT_MODEL_CACHE, MobileNetWeights, ReductionSettings
+from fruits_platform.resources.class_datasets import ClassDatasets
 from fruits_platform.resources.model_store import FeatureModelIOManager
 from fruits_platform.resources.storage import FruitsStorage
 
@@ -104,6 +105,7 @@ def local_resources(
         "spark": spark,
         "storage": storage,
         "model_store": FeatureModelIOManager(storage=storage, spark=spark),
+        "class_datasets": ClassDatasets(storage=storage, spark=spark),
         "weights": weights or model["weights"],
         "reduction": reduction or model["reduction"],
         "pyspark_step_launcher": ResourceDefinition.none_resource(),  # steps run in this process
@@ -124,8 +126,6 @@ EMR_SPARK_CONFIG = {
 
 def emr_resources() -> dict:
     """Data and outputs on S3, every Spark asset step run on the EMR cluster by the step launcher."""
-    from dagster_aws.s3 import S3PickleIOManager, S3Resource
-
     from fruits_platform.resources.emr import fruits_emr_step_launcher
 
     spark = LazyPySparkResource(spark_config={})  # the session spark-submit created on the cluster
@@ -133,7 +133,9 @@ def emr_resources() -> dict:
     return {
         "spark": spark,
         "storage": storage,
-        "model_store": FeatureModelIOManager(storage=storage, spark=spark),  # used in the steps, on the cluster
+        # Used in the steps, on the cluster.
+        "model_store": FeatureModelIOManager(storage=storage, spark=spark),
+        "class_datasets": ClassDatasets(storage=storage, spark=spark),
         **model_resources(),
         "pyspark_step_launcher": fruits_emr_step_launcher.configured(
             {
@@ -147,10 +149,6 @@ def emr_resources() -> dict:
                 "wait_for_logs": os.getenv("FRUITS_EMR_WAIT_FOR_LOGS", "0") == "1",
                 "action_on_failure": "CONTINUE",
             }
-        ),
-        # Whatever Dagster passes between steps must be readable on the cluster: S3, not local disk.
-        "io_manager": S3PickleIOManager(
-            s3_resource=S3Resource(), s3_bucket=EnvVar("FRUITS_EMR_STAGING_BUCKET"), s3_prefix="fruits-platform/io"
         ),
     }
 
