@@ -74,7 +74,11 @@ def asset_names() -> list[str]:
 
 
 def materialize_classes(
-    instance: DagsterInstance, resources: dict | None, classes: list[str], log_level: str = "INFO", evaluate: bool = True
+    instance: DagsterInstance,
+    resources: dict | None,
+    classes: list[str],
+    log_level: str = "INFO",
+    evaluate: bool = True,
 ) -> list:
     """Materialize the graph for `classes` (registered already) the way Dagster runs it from the UI and the
     daemon. When `classes` include every class embedded so far (the usual case): a run of every asset over

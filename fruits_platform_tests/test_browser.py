@@ -372,7 +372,9 @@ def test_ui_backfill_of_every_class_is_one_run(dagster_dev, artifacts):
                 status = data["partitionBackfillOrError"]["status"]
                 return status not in {"REQUESTED", "CANCELING"} and data
 
-            data = dagster_dev.wait_until(finished, timeout=BACKFILL_TIMEOUT, interval=3, what=f"backfill {backfill_id}")
+            data = dagster_dev.wait_until(
+                finished, timeout=BACKFILL_TIMEOUT, interval=3, what=f"backfill {backfill_id}"
+            )
             runs = data["runsOrError"]["results"]
             page.goto(f"{dagster_dev.url}/runs/b/{backfill_id}?tab=runs")
             expect(page.get_by_text(backfill_id).first).to_be_visible()

@@ -51,7 +51,6 @@ PER_CLASS = dict(
 )
 
 
-
 # Typed inputs from the per-class datasets (resources/class_datasets.py): the rows of the run's classes; or, for
 # the model fit and the evaluation, of every class materialized so far (a child of every partition, still run
 # in the same run as its parents since all share the partitions and the single-run policy).

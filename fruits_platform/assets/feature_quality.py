@@ -135,7 +135,9 @@ def feature_quality(
             "feature_model_fingerprint": MetadataValue.text(feature_model.fingerprint),
         },
         # Inputs: the evaluated rows, the fitted model and the weights that produced the features.
-        data_version=content_version(frame, ["uri", "sha256", "split"], salt=f"{feature_model.fingerprint}|{signature}"),
+        data_version=content_version(
+            frame, ["uri", "sha256", "split"], salt=f"{feature_model.fingerprint}|{signature}"
+        ),
     )
 
 
@@ -143,7 +145,9 @@ def class_scores(report: QualityReport, label: str) -> dict:
     """One class's own figures, for its partition: its Test images scored (row count) and their accuracy."""
     support = report.scores[(LOGREG, "pca")].support
     scores = {
-        f"class_accuracy_{classifier}_{features}": round(report.scores[(classifier, features)].per_class_accuracy[label], 4)
+        f"class_accuracy_{classifier}_{features}": round(
+            report.scores[(classifier, features)].per_class_accuracy[label], 4
+        )
         for classifier in CLASSIFIERS
         for features in FEATURES
         if label in report.scores[(classifier, features)].per_class_accuracy

@@ -58,6 +58,8 @@ def scaled_features(
         rows=F.count("*"),
     )
     return MaterializeResult(
-        metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, dimension=MetadataValue.int(len(feature_model.scaler.mean))),
+        metadata=run_metadata(
+            stopwatch, stats["rows"], SCHEMA, dimension=MetadataValue.int(len(feature_model.scaler.mean))
+        ),
         data_version=version,
     )

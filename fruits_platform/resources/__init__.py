@@ -12,8 +12,8 @@ from dagster_pyspark import LazyPySparkResource
 
 from fruits_platform.ml.mobilenet import DEFAULT_ENGINE
 from fruits_platform.releases import release
-from fruits_platform.resources.model import DEFAULT_MODEL_CACHE, MobileNetWeights, ReductionSettings
 from fruits_platform.resources.class_datasets import ClassDatasets
+from fruits_platform.resources.model import DEFAULT_MODEL_CACHE, MobileNetWeights, ReductionSettings
 from fruits_platform.resources.model_store import FeatureModelIOManager
 from fruits_platform.resources.storage import FruitsStorage
 
@@ -99,7 +99,9 @@ def local_resources(
     spark = LazyPySparkResource(spark_config={**LOCAL_SPARK_CONFIG, **(spark_conf or {})})
     storage = FruitsStorage(
         data_root=str(data_root) if data_root else _setting("FRUITS_DATA_ROOT", SAMPLE_DATA_ROOT),
-        output_root=str(output_root) if output_root else _setting("FRUITS_OUTPUT_ROOT", os.path.abspath(DEFAULT_OUTPUT_ROOT)),
+        output_root=str(output_root)
+        if output_root
+        else _setting("FRUITS_OUTPUT_ROOT", os.path.abspath(DEFAULT_OUTPUT_ROOT)),
     )
     return {
         "spark": spark,

@@ -93,6 +93,6 @@ class FeatureModelIOManager(ConfigurableIOManager):
             raise Failure(
                 allow_retries=False,
                 description=f"No fitted model at {self._path(context.upstream_output)}: materialize feature_model first, or set "
-                "FRUITS_OUTPUT_ROOT to the output root it was written to"
+                "FRUITS_OUTPUT_ROOT to the output root it was written to",
             )
         return fitted
