@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from fruits_platform.releases import DEFAULT_RELEASE
@@ -36,6 +37,22 @@ def _configure_environment(args) -> None:
         os.environ["DAGSTER_HOME"] = str(home)
 
 
+@contextmanager
+def output_of_libraries_to(path: Path):
+    """What Spark's JVM, its Python workers and TensorFlow print to this process's stderr goes to `path` (they
+    write to the file descriptor, not to sys.stderr); the command's own messages still reach the terminal."""
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        os.close(terminal)
+
+
 def materialize_command(args) -> int:
     if not Path(args.data_root).exists() and not args.data_root.startswith("s3://"):
         raise CliError(f"data root not found: {args.data_root}")
@@ -47,12 +64,14 @@ def materialize_command(args) -> int:
 
     wanted = [name.strip() for name in args.classes.split(",") if name.strip()] if args.classes else None
     instance = DagsterInstance.get()
+    log_path = Path(os.environ["DAGSTER_HOME"]) / "fruits-platform.log"
     try:
         selected, refused = register_classes(instance, args.data_root, wanted)
         # The code location's own job and resources; the runs' logs (and traces) stay in DAGSTER_HOME.
-        results = materialize_classes(instance, None, selected, log_level="INFO" if args.verbose else "CRITICAL")
+        with nullcontext() if args.verbose else output_of_libraries_to(log_path):
+            results = materialize_classes(instance, None, selected, log_level="INFO" if args.verbose else "CRITICAL")
     except MaterializationError as error:
-        raise CliError(str(error)) from error
+        raise CliError(f"{error} (details: {log_path} or dagster dev)" if not args.verbose else str(error)) from error
 
     print(
         f"materialized {len(selected)} class(es) in {len(results)} run(s) (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"

@@ -215,7 +215,8 @@ def evaluate_features(
         .withColumn("scaled_vector", array_to_vector("scaled_features"))
         .withColumn("pca_vector", array_to_vector("pca_features"))
         .coalesce(frame.sparkSession.sparkContext.defaultParallelism)  # small data: few, larger tasks
-        .cache()
+        # Kept without its lineage: each iteration of the fits below would ship the plan that made the rows.
+        .localCheckpoint()
     )
     try:
         # Every row is collected once (1-NN and the curve run on the driver); counts and checks use it too.
