@@ -189,23 +189,20 @@ def fit_feature_model(
     full_accuracy, validation_images = None, 0
     if by_accuracy:
         fixed_k, validation, full_accuracy, validation_images = _k_by_accuracy(training, accuracy_tolerance)
-    vectors = training.select(array_to_vector("features").alias(FEATURES_VECTOR)).cache()
-    try:
-        rows = vectors.count()
-        if rows < 2:
-            raise ValueError(f"fitting the scaler and PCA needs at least 2 Training images, got {rows}")
-        dimension = len(vectors.first()[FEATURES_VECTOR])
-        scaler = StandardScaler(inputCol=FEATURES_VECTOR, outputCol=SCALED_VECTOR, withMean=True, withStd=True)
-        scaler_model = scaler.fit(vectors)
-        scaled = scaler_model.transform(vectors).select(SCALED_VECTOR).cache()
-        # The whole spectrum (at most rank = rows - 1 non-zero components), then the first k of it.
-        full = PCA(k=min(dimension, rows), inputCol=SCALED_VECTOR, outputCol=PCA_VECTOR).fit(scaled)
-        spectrum = [float(v) for v in full.explainedVariance.toArray()]
-        k = choose_k(spectrum, fixed_k, variance_threshold)
-        pca_model = first_components(full, k)
-        scaled.unpersist()
-    finally:
-        vectors.unpersist()
+    # Not cached: the vectors are read again by each of the two fits instead of filling the driver's heap.
+    vectors = training.select(array_to_vector("features").alias(FEATURES_VECTOR))
+    rows = vectors.count()
+    if rows < 2:
+        raise ValueError(f"fitting the scaler and PCA needs at least 2 Training images, got {rows}")
+    dimension = len(vectors.first()[FEATURES_VECTOR])
+    scaler = StandardScaler(inputCol=FEATURES_VECTOR, outputCol=SCALED_VECTOR, withMean=True, withStd=True)
+    scaler_model = scaler.fit(vectors)
+    scaled = scaler_model.transform(vectors).select(SCALED_VECTOR)
+    # The whole spectrum (at most rank = rows - 1 non-zero components), then the first k of it.
+    full = PCA(k=min(dimension, rows), inputCol=SCALED_VECTOR, outputCol=PCA_VECTOR).fit(scaled)
+    spectrum = [float(v) for v in full.explainedVariance.toArray()]
+    k = choose_k(spectrum, fixed_k, variance_threshold)
+    pca_model = first_components(full, k)
     summary = ReductionSummary(
         k=k,
         training_rows=rows,
