@@ -71,7 +71,7 @@ def materialize_command(args) -> int:
         with nullcontext() if args.verbose else output_of_libraries_to(log_path):
             results = materialize_classes(instance, None, selected, log_level="INFO" if args.verbose else "CRITICAL")
     except MaterializationError as error:
-        raise CliError(f"{error} (details: {log_path} or dagster dev)" if not args.verbose else str(error)) from error
+        raise CliError(str(error)) from error
 
     print(
         f"materialized {len(selected)} class(es) in {len(results)} run(s) (DAGSTER_HOME={os.environ['DAGSTER_HOME']})"
