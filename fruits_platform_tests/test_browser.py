@@ -5,7 +5,7 @@ descriptions), sees the class partitions the sensor registered, launches the mat
 asset for one class from the "Materialize all…" dialog, follows the run to success (the waiting polls
 GraphQL; what is checked is read in the browser), reads the progress lines in the run's logs, then
 opens the PCA materialization: runtime, explained variance and the scree plot. A second test launches a
-backfill of every asset and every class from the same dialog and checks that Dagster runs it as one run
+backfill of every asset and every class from the same dialog (*All*) and checks that Dagster runs it as one run
 and that each class's partition shows its own figures.
 
 Screenshots go to `test-artifacts/browser/` (or $FRUITS_TEST_ARTIFACTS), with the `dagster dev` log.
@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -125,6 +126,18 @@ def dismiss_welcome(tab):
     tab.add_locator_handler(welcome, lambda dialog: dialog.get_by_role("button", name="Skip").click())
 
 
+@contextmanager
+def browser_page():
+    """Headless Chromium: (browser, context, a first page that dismisses Dagster's welcome modal)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1800, "height": 1000})
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        dismiss_welcome(page)
+        yield browser, context, page
+
+
 def wait_for_partitions(page, url: str) -> None:
     """Until the sensor's first tick has registered the sample's class folders as partitions."""
     page.goto(f"{url}/assets/raw_images?view=partitions")
@@ -153,13 +166,7 @@ def test_ui_end_to_end(dagster_dev, artifacts):
             chain.add(key.to_user_string())
             todo.extend(graph.get(key).parent_keys)
     started = time.monotonic()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1800, "height": 1000})
-        context.set_default_timeout(30_000)
-
-        page = context.new_page()
-        dismiss_welcome(page)
+    with browser_page() as (browser, context, page):
 
         def shot(name: str, full_page: bool = False, target=None):
             (target or page).screenshot(path=str(artifacts / f"{name}.png"), full_page=full_page)
@@ -333,17 +340,12 @@ BACKFILL_TIMEOUT = 420  # seconds; one run of every asset over the 96 images, ~1
 
 @pytest.mark.timeout(720)
 def test_ui_backfill_of_every_class_is_one_run(dagster_dev, artifacts):
-    """*Materialize all…* → every partition → *Launch backfill*: Dagster plans one run of all the assets (one
+    """*Materialize all…* → *All* partitions → *Launch backfill*: Dagster plans one run of all the assets (one
     process, one SparkSession), and each class's partition shows its own figures."""
     from fruits_platform.definitions import defs
 
     assets = sorted(key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys())
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1800, "height": 1000})
-        context.set_default_timeout(30_000)
-        page = context.new_page()
-        dismiss_welcome(page)
+    with browser_page() as (browser, context, page):
         try:
             wait_for_partitions(page, dagster_dev.url)
             page.goto(f"{dagster_dev.url}/locations/{LOCATION}/asset-groups/{GROUP}/lineage")
@@ -352,9 +354,7 @@ def test_ui_backfill_of_every_class_is_one_run(dagster_dev, artifacts):
             page.get_by_role("button", name="Materialize all…").click()
             dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
             expect(dialog).to_contain_text(f"materialize {len(assets)} assets")
-            dialog.get_by_text("Select a partition or create one").click()
-            page.get_by_text(f"Select all ({len(SAMPLE_CLASSES)})").filter(visible=True).first.click()
-            page.keyboard.press("Escape")  # closes the selector's popover, not the dialog
+            dialog.get_by_role("button", name="All", exact=True).click()
             expect(dialog).to_contain_text(f"{len(SAMPLE_CLASSES)} partitions")
             page.screenshot(path=str(artifacts / "10_backfill_dialog.png"))
             dialog.get_by_role("button", name=LAUNCH_BUTTON).click()

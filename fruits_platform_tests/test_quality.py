@@ -174,32 +174,30 @@ def test_evaluation_sample_is_deterministic_and_stratified(spark):
     assert evaluation_sample(frame, 5000)[1:] == (4000, 1.0)
 
 
-def test_evaluation_memory_is_bounded_by_its_sample():
-    # The full-size failure (every vector collected to a 1g driver) at a size CI affords: 40,000 rows of
-    # 1280 + 16 floats exhaust a 512m driver without the sample (OutOfMemoryError); with it, ~2,000 are scored.
+def bounded_memory(mode: str, rows: int, number: int, driver_memory: str) -> list[str]:
+    """What `fruits_platform_tests.bounded_memory` prints, run in a JVM of its own with that driver memory."""
     done = subprocess.run(
-        [sys.executable, "-m", "fruits_platform_tests.bounded_memory", "quality", "40000", "2000", "512m"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    offered, evaluated, fraction = done.stdout.split()[-3:]
-    assert int(offered) == 40000 and float(fraction) == 0.05 and 1700 <= int(evaluated) <= 2300
-
-
-def test_model_fit_memory_does_not_grow_with_the_training_rows():
-    # The full-size UI backfill's failure (feature_model cached 57,950 Training vectors in a 1g driver:
-    # OutOfMemoryError) at a size CI affords: 40,000 rows of 1280 floats exhaust a 512m driver if cached.
-    done = subprocess.run(
-        [sys.executable, "-m", "fruits_platform_tests.bounded_memory", "fit", "40000", "8", "512m"],
+        [sys.executable, "-m", "fruits_platform_tests.bounded_memory", mode, str(rows), str(number), driver_memory],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split()[-2:] == ["40000", "8"]
+    return done.stdout.split()
+
+
+def test_evaluation_memory_is_bounded_by_its_sample():
+    # The full-size failure (every vector collected to a 1g driver) at a size CI affords: 40,000 rows of
+    # 1280 + 16 floats exhaust a 512m driver without the sample (OutOfMemoryError); with it, ~2,000 are scored.
+    offered, evaluated, fraction = bounded_memory("quality", 40000, 2000, "512m")[-3:]
+    assert int(offered) == 40000 and float(fraction) == 0.05 and 1700 <= int(evaluated) <= 2300
+
+
+def test_model_fit_memory_does_not_grow_with_the_training_rows():
+    # The full-size UI backfill's failure (feature_model cached 57,950 Training vectors in a 1g driver:
+    # OutOfMemoryError) at a size CI affords: 40,000 rows of 1280 floats exhaust a 512m driver if cached.
+    assert bounded_memory("fit", 40000, 8, "512m")[-2:] == ["40000", "8"]
 
 
 @pytest.mark.parametrize("run_name", ["real", "contrast_random"])  # 100% accurate / many errors
