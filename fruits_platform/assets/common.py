@@ -29,6 +29,7 @@ from dagster import (
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fruits_platform.concurrency import OUTPUTS_POOL
 from fruits_platform.partitions import fruit_classes
 from fruits_platform.resources.class_datasets import MATERIALIZED_ONLY
 from fruits_platform.spark.datasets import MissingPartitionError
@@ -40,7 +41,8 @@ StepLauncherParam = ResourceParam[Any]
 GROUP = "fruit_features"
 OWNERS = ["team:data-platform"]
 
-# Per-class assets: one run covers a whole backfill (one SparkSession, one Spark job per asset);
+# Per-class assets: one run covers a whole backfill (one SparkSession, one Spark job per asset); one step at a
+# time in the outputs pool (fruits_platform/concurrency.py);
 # a step failed by an unreachable storage (Failure with allow_retries) is retried after a pause.
 PER_CLASS = dict(
     partitions_def=fruit_classes,
@@ -48,6 +50,7 @@ PER_CLASS = dict(
     group_name=GROUP,
     owners=OWNERS,
     retry_policy=RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL),
+    pool=OUTPUTS_POOL,
 )
 
 

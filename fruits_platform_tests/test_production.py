@@ -1,0 +1,91 @@
+"""The production instance (deploy/dagster.yaml) on a real PostgreSQL: runs that overlap never write at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pyarrow.dataset as ds
+import pytest
+from dagster import DagsterEventType, DagsterInstance, RunsFilter
+
+from fruits_platform.concurrency import OUTPUTS_POOL, pool_limit
+from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
+from fruits_platform_tests.postgres import create_database, postgres_bin, production_home, running_postgres
+
+CLI = [sys.executable, "-m", "fruits_platform.cli"]
+STEP_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
+
+
+@pytest.fixture(scope="module")
+def postgres_server():
+    if not postgres_bin("initdb"):
+        if os.getenv("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs the Debian package postgresql")
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    with running_postgres() as env:
+        yield env
+
+
+@pytest.fixture
+def production(postgres_server, tmp_path, monkeypatch):
+    """A DAGSTER_HOME with deploy/dagster.yaml and its own database; the instance it opens."""
+    env = {**postgres_server, "DAGSTER_PG_DB": f"dagster_{uuid.uuid4().hex[:8]}"}
+    create_database(env)
+    home = production_home(tmp_path / "dagster_home")
+    for name, value in {**env, "DAGSTER_HOME": str(home)}.items():
+        monkeypatch.setenv(name, value)
+    with DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+def step_windows(instance: DagsterInstance, run_id: str) -> list[tuple[str, float, float]]:
+    """(step, start, end) of each step of the run, from its events in PostgreSQL."""
+    started, windows = {}, []
+    for entry in instance.all_logs(run_id, of_type=STEP_EVENTS):
+        if entry.dagster_event.event_type == DagsterEventType.STEP_START:
+            started[entry.step_key] = entry.timestamp
+        else:
+            windows.append((entry.step_key, started.pop(entry.step_key), entry.timestamp))
+    return windows
+
+
+def test_production_instance_is_postgres_with_a_limited_outputs_pool(production):
+    assert type(production.run_storage).__name__ == "PostgresRunStorage"
+    assert type(production.event_log_storage).__name__ == "PostgresEventLogStorage"
+    assert pool_limit(production) == 1
+    assert production.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+
+
+def test_two_overlapping_materializations_never_write_at_once(production, tmp_path):
+    classes = SAMPLE_CLASSES[:2]
+    data = copy_classes(tmp_path / "data", classes, per_split=4)
+    out = tmp_path / "out"
+    args = ["materialize", "--data-root", str(data), "--output-root", str(out), "--weights", "random:0"]
+    # Both processes register the classes, then run the same assets of the same classes at the same time.
+    processes = [
+        subprocess.Popen(CLI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=900) for process in processes]
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+
+    runs = production.get_runs(RunsFilter(statuses=None))
+    assert len(runs) >= 2 and all(run.is_success for run in runs)
+    windows = [(run.run_id, *window) for run in runs for window in step_windows(production, run.run_id)]
+    assert len({window[0] for window in windows}) >= 2
+    for run_a, step_a, start_a, end_a in windows:
+        for run_b, step_b, start_b, end_b in windows:
+            if run_a < run_b:
+                assert end_a <= start_b or end_b <= start_a, f"{step_a} of {run_a} overlapped {step_b} of {run_b}"
+
+    # Nothing lost or mixed: one row per image in every per-class output, the one model's features.
+    images = sum(1 for _ in data.glob("*/*/*"))
+    for asset in ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]:
+        table = ds.dataset(str(out / asset)).to_table()
+        assert table.num_rows == images and len(set(table.column("uri").to_pylist())) == images, asset
+    assert not [p for p in out.glob("*/_*/**/*.parquet")], "a staged or trashed file was left behind"
+    assert production.event_log_storage.get_concurrency_info(OUTPUTS_POOL).claimed_slots == []
