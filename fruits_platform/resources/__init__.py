@@ -103,6 +103,7 @@ def local_resources(
         output_root=str(output_root)
         if output_root
         else _setting("FRUITS_OUTPUT_ROOT", os.path.abspath(DEFAULT_OUTPUT_ROOT)),
+        notification_queue=_setting("FRUITS_SQS_QUEUE_URL", ""),
     )
     return {
         "spark": spark,
@@ -132,7 +133,11 @@ def emr_resources() -> dict:
     from fruits_platform.resources.emr import fruits_emr_step_launcher
 
     spark = LazyPySparkResource(spark_config={})  # the session spark-submit created on the cluster
-    storage = FruitsStorage(data_root=EnvVar("FRUITS_DATA_ROOT"), output_root=EnvVar("FRUITS_OUTPUT_ROOT"))
+    storage = FruitsStorage(
+        data_root=EnvVar("FRUITS_DATA_ROOT"),
+        output_root=EnvVar("FRUITS_OUTPUT_ROOT"),
+        notification_queue=_setting("FRUITS_SQS_QUEUE_URL", ""),
+    )
     return {
         "spark": spark,
         "storage": storage,

@@ -15,6 +15,11 @@ class FruitsStorage(ConfigurableResource):
 
     data_root: str = Field(description="Fruits-360 layout root: <data_root>/{Training,Test}/<Class>/*.jpg")
     output_root: str = Field(description="Each asset is written under <output_root>/<asset_name>/")
+    notification_queue: str = Field(
+        default="",
+        description="URL of the SQS queue that receives the data root bucket's S3 event notifications "
+        "(ObjectCreated:*, ObjectRemoved:*), read by the new-images sensor; empty: the sensor lists the data root",
+    )
 
     def setup_for_execution(self, context) -> None:
         """A local data root that does not exist or an output root that cannot be written fails the run before
