@@ -43,7 +43,7 @@ class DagsterDev:
     url: str
     home: Path
     log_path: Path
-    process: subprocess.Popen
+    processes: list[subprocess.Popen]
 
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 10.0) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
@@ -65,8 +65,9 @@ class DagsterDev:
         deadline = time.monotonic() + timeout
         last_error = None
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dagster dev exited ({self.process.returncode}):\n{self.log_tail()}")
+            exited = [p for p in self.processes if p.poll() is not None]
+            if exited:
+                raise RuntimeError(f"{exited[0].args[:2]} exited ({exited[0].returncode}):\n{self.log_tail()}")
             try:
                 value = predicate()
                 if value:
@@ -103,37 +104,47 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
-@contextmanager
-def running_dagster_dev(
-    home: Path, env: dict[str, str | None] | None = None, startup_timeout: float = 120.0, log_path: Path | None = None
-) -> Iterator[DagsterDev]:
-    """`dagster dev` of this repo's workspace with DAGSTER_HOME=`home` (created) and extra `env`
-    (a value of None removes that variable from the inherited environment)."""
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = Path(log_path or home / "dagster_dev.log")
+def _child_env(home: Path, env: dict[str, str | None] | None) -> dict[str, str]:
     child_env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     for name, value in (env or {}).items():
         if value is None:
             child_env.pop(name, None)
         else:
             child_env[name] = value
-    dagster = Path(sys.executable).with_name("dagster")
-    command = [str(dagster) if dagster.exists() else "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_reset_signals,  # noqa: PLW1509 - only signal(), before any thread of ours
-        )
-    server = DagsterDev(url=f"http://127.0.0.1:{port}", home=home, log_path=log_path, process=process)
+    return child_env
+
+
+def _program(name: str) -> str:
+    found = Path(sys.executable).with_name(name)
+    return str(found) if found.exists() else name
+
+
+def _start(args: list[str], env: dict[str, str], log) -> subprocess.Popen:
+    """`args` in its own process group (stopped as a group), output to `log`."""
+    return subprocess.Popen(
+        [_program(args[0]), *args[1:]],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_reset_signals,  # noqa: PLW1509 - only signal(), before any thread of ours
+    )
+
+
+@contextmanager
+def _serving(commands: list[list[str]], home, env, port: int, startup_timeout: float, log_path) -> Iterator[DagsterDev]:
+    """Start `commands` (the webserver on `port` among them), wait for the webserver, stop them all on exit."""
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = Path(log_path or home / "dagster_dev.log")
+    child_env = _child_env(home, env)
+    processes = []
     try:
+        with open(log_path, "ab") as log:
+            processes += [_start(command, child_env, log) for command in commands]
+        server = DagsterDev(url=f"http://127.0.0.1:{port}", home=home, log_path=log_path, processes=processes)
 
         def answers():
             with urllib.request.urlopen(f"{server.url}/server_info", timeout=3) as response:
@@ -142,4 +153,44 @@ def running_dagster_dev(
         server.wait_until(answers, timeout=startup_timeout, interval=0.5, what="the dagster webserver")
         yield server
     finally:
-        _stop_group(process)
+        for process in reversed(processes):
+            _stop_group(process)
+
+
+def running_dagster_dev(
+    home: Path, env: dict[str, str | None] | None = None, startup_timeout: float = 120.0, log_path: Path | None = None
+):
+    """`dagster dev` of this repo's workspace with DAGSTER_HOME=`home` (created) and extra `env`
+    (a value of None removes that variable from the inherited environment)."""
+    port = free_port()
+    return _serving(
+        [["dagster", "dev", "-h", "127.0.0.1", "-p", str(port)]], home, env, port, startup_timeout, log_path
+    )
+
+
+def running_production(
+    home: Path, env: dict[str, str | None] | None = None, startup_timeout: float = 180.0, log_path: Path | None = None
+):
+    """The code server, the webserver and the daemon, started as README "Deploy" says (deploy/workspace.yaml),
+    with DAGSTER_HOME=`home` (holding deploy/dagster.yaml) and extra `env`."""
+    port, code_port = free_port(), free_port()
+    workspace = str(REPO / "deploy" / "workspace.yaml")
+    env = {**(env or {}), "FRUITS_CODE_SERVER_HOST": "127.0.0.1", "FRUITS_CODE_SERVER_PORT": str(code_port)}
+    commands = [
+        [
+            "dagster",
+            "code-server",
+            "start",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(code_port),
+            "-m",
+            "fruits_platform.definitions",
+            "--location-name",
+            "fruits_platform",
+        ],
+        ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
+        ["dagster-daemon", "run", "-w", workspace],
+    ]
+    return _serving(commands, home, env, port, startup_timeout, log_path)

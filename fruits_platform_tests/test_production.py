@@ -6,13 +6,17 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-from dagster import DagsterEventType, DagsterInstance, RunsFilter
+from dagster import AssetKey, DagsterEventType, DagsterInstance, RunsFilter
 
 from fruits_platform.concurrency import OUTPUTS_POOL, pool_limit
+from fruits_platform.partitions import fruit_classes
+from fruits_platform.runner import RANGE_START
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
+from fruits_platform_tests.dagster_dev import running_production
 from fruits_platform_tests.postgres import create_database, postgres_bin, production_home, running_postgres
 
 CLI = [sys.executable, "-m", "fruits_platform.cli"]
@@ -89,3 +93,57 @@ def test_two_overlapping_materializations_never_write_at_once(production, tmp_pa
         assert table.num_rows == images and len(set(table.column("uri").to_pylist())) == images, asset
     assert not [p for p in out.glob("*/_*/**/*.parquet")], "a staged or trashed file was left behind"
     assert production.event_log_storage.get_concurrency_info(OUTPUTS_POOL).claimed_slots == []
+
+
+ASSETS = ["raw_images", "mobilenet_features", "feature_model", "scaled_features", "pca_features", "feature_quality"]
+
+
+def latest_ids(instance: DagsterInstance, asset: str) -> dict[str, int]:
+    """The storage id (monotonic) of each class's latest materialization of `asset`."""
+    return instance.event_log_storage.get_latest_storage_id_by_partition(
+        AssetKey(asset), DagsterEventType.ASSET_MATERIALIZATION
+    )
+
+
+def fresh_for(instance: DagsterInstance, classes: list[str], after: str | None = None) -> bool:
+    """Every asset materialized for every class; with `after`, each class's refreshed assets after that class's
+    embedding."""
+    ids = {asset: latest_ids(instance, asset) for asset in ASSETS}
+    if not all(set(classes) <= set(ids[asset]) for asset in ASSETS):
+        return False
+    if after is None:
+        return True
+    embedded = ids["mobilenet_features"][after]
+    return all(ids[asset][label] > embedded for asset in ASSETS[2:] for label in classes)
+
+
+def test_daemon_registers_embeds_refits_and_refreshes_a_new_class(production, tmp_path, monkeypatch):
+    """The code server, webserver and daemon on the production instance, sensors on: classes dropped
+    into the data root become fresh assets with no human action; then a new class refreshes every class."""
+    first, new = SAMPLE_CLASSES[:2], SAMPLE_CLASSES[2]
+    data = copy_classes(tmp_path / "data", first, per_split=3)
+    env = {
+        "FRUITS_DATA_ROOT": str(data),
+        "FRUITS_OUTPUT_ROOT": str(tmp_path / "out"),
+        "FRUITS_WEIGHTS": "random:0",
+        "FRUITS_AUTOMATION": "1",
+        "FRUITS_DEPLOYMENT": "local",
+    }
+    home = Path(os.environ["DAGSTER_HOME"])
+    with running_production(home, env) as server:
+        locations = server.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
+        assert [entry["name"] for entry in locations["workspaceOrError"]["locationEntries"]] == ["fruits_platform"]
+        server.wait_until(lambda: fresh_for(production, first), timeout=420, interval=5, what="the first classes")
+        copy_classes(data, [new], per_split=3)
+        every = [*first, new]
+        server.wait_until(
+            lambda: fresh_for(production, every, after=new), timeout=420, interval=5, what="the new class everywhere"
+        )
+    runs = production.get_runs()
+    assert runs and all(run.is_success for run in runs), [(run.job_name, run.status) for run in runs]
+    assert production.get_dynamic_partitions(fruit_classes.name) == every
+    # The first tick found both classes: one run over them, not one per class.
+    embedding = [
+        run.tags.get(RANGE_START, run.tags.get("dagster/partition")) for run in runs if run.job_name == "embed_classes"
+    ]
+    assert first[0] in embedding and first[1] not in embedding
