@@ -18,7 +18,18 @@ def pool_limit(instance: DagsterInstance) -> int | None:
     return limits.get(OUTPUTS_POOL, instance.get_concurrency_config().pool_config.default_pool_limit)
 
 
+def unlimited(instance: DagsterInstance) -> bool:
+    """Whether this instance could limit the pool but does not (an ephemeral one, e.g. an EMR step's, cannot)."""
+    return instance.event_log_storage.supports_global_concurrency_limits and pool_limit(instance) is None
+
+
 def limit_outputs_pool(instance: DagsterInstance) -> None:
     """Give the pool a limit of one when the instance has none (what the command does for its instance)."""
-    if pool_limit(instance) is None and instance.event_log_storage.supports_global_concurrency_limits:
+    if unlimited(instance):
         instance.event_log_storage.set_concurrency_slots(OUTPUTS_POOL, 1)
+
+
+UNLIMITED_WARNING = (
+    f"the Dagster pool {OUTPUTS_POOL!r} has no limit on this instance: another run may write the same outputs at "
+    f"the same time. Set it once: `dagster instance concurrency set {OUTPUTS_POOL} 1` (or deploy/dagster.yaml)."
+)

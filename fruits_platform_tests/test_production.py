@@ -12,8 +12,9 @@ import pyarrow.dataset as ds
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, RunsFilter
 
-from fruits_platform.concurrency import OUTPUTS_POOL, pool_limit
+from fruits_platform.concurrency import OUTPUTS_POOL, UNLIMITED_WARNING, limit_outputs_pool, pool_limit
 from fruits_platform.partitions import fruit_classes
+from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import RANGE_START
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
 from fruits_platform_tests.dagster_dev import running_production
@@ -147,3 +148,15 @@ def test_daemon_registers_embeds_refits_and_refreshes_a_new_class(production, tm
         run.tags.get(RANGE_START, run.tags.get("dagster/partition")) for run in runs if run.job_name == "embed_classes"
     ]
     assert first[0] in embedding and first[1] not in embedding
+
+
+def test_an_instance_without_the_pool_limit_is_warned_and_the_command_limits_its_own(instance, tmp_path, capsys):
+    from dagster import build_init_resource_context
+
+    storage = FruitsStorage(data_root=str(tmp_path), output_root=str(tmp_path / "out"))
+    storage.setup_for_execution(build_init_resource_context(instance=instance))
+    assert UNLIMITED_WARNING in capsys.readouterr().err  # the resource's log, shown in the run's logs
+    limit_outputs_pool(instance)  # what `fruits-platform materialize` does for its DAGSTER_HOME
+    assert pool_limit(instance) == 1
+    storage.setup_for_execution(build_init_resource_context(instance=instance))
+    assert UNLIMITED_WARNING not in capsys.readouterr().err
