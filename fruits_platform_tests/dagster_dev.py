@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from dagster import AssetKey, DagsterEventType, DagsterInstance
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -194,3 +196,35 @@ def running_production(
         ["dagster-daemon", "run", "-w", workspace],
     ]
     return _serving(commands, home, env, port, startup_timeout, log_path)
+
+
+EVERY_ASSET = [
+    "raw_images",
+    "mobilenet_features",
+    "feature_model",
+    "scaled_features",
+    "pca_features",
+    "feature_quality",
+]
+
+
+def latest_ids(instance: DagsterInstance, asset: str) -> dict[str, int]:
+    """The storage id (monotonic) of each class's latest materialization of `asset`."""
+    return instance.event_log_storage.get_latest_storage_id_by_partition(
+        AssetKey(asset), DagsterEventType.ASSET_MATERIALIZATION
+    )
+
+
+def fresh_for(
+    instance: DagsterInstance, classes: list[str], after: str | None = None, assets: list[str] = EVERY_ASSET
+) -> bool:
+    """Each of `assets` materialized for every class; with `after`, the ones downstream of the embedding
+    materialized again after that class's embedding."""
+    ids = {asset: latest_ids(instance, asset) for asset in {*assets, "mobilenet_features"}}
+    if not all(set(classes) <= set(ids[asset]) for asset in assets):
+        return False
+    if after is None:
+        return True
+    embedded = ids["mobilenet_features"][after]
+    refreshed = [asset for asset in assets if asset not in EVERY_ASSET[:2]]
+    return all(ids[asset][label] > embedded for asset in refreshed for label in classes)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterInstance, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
 from fruits_platform.concurrency import OUTPUTS_POOL, UNLIMITED_WARNING, limit_outputs_pool, pool_limit
 from fruits_platform.partitions import fruit_classes
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import RANGE_START
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
-from fruits_platform_tests.dagster_dev import running_production
+from fruits_platform_tests.dagster_dev import fresh_for, running_production
 from fruits_platform_tests.postgres import create_database, postgres_bin, production_home, running_postgres
 
 CLI = [sys.executable, "-m", "fruits_platform.cli"]
@@ -94,28 +94,6 @@ def test_two_overlapping_materializations_never_write_at_once(production, tmp_pa
         assert table.num_rows == images and len(set(table.column("uri").to_pylist())) == images, asset
     assert not [p for p in out.glob("*/_*/**/*.parquet")], "a staged or trashed file was left behind"
     assert production.event_log_storage.get_concurrency_info(OUTPUTS_POOL).claimed_slots == []
-
-
-ASSETS = ["raw_images", "mobilenet_features", "feature_model", "scaled_features", "pca_features", "feature_quality"]
-
-
-def latest_ids(instance: DagsterInstance, asset: str) -> dict[str, int]:
-    """The storage id (monotonic) of each class's latest materialization of `asset`."""
-    return instance.event_log_storage.get_latest_storage_id_by_partition(
-        AssetKey(asset), DagsterEventType.ASSET_MATERIALIZATION
-    )
-
-
-def fresh_for(instance: DagsterInstance, classes: list[str], after: str | None = None) -> bool:
-    """Every asset materialized for every class; with `after`, each class's refreshed assets after that class's
-    embedding."""
-    ids = {asset: latest_ids(instance, asset) for asset in ASSETS}
-    if not all(set(classes) <= set(ids[asset]) for asset in ASSETS):
-        return False
-    if after is None:
-        return True
-    embedded = ids["mobilenet_features"][after]
-    return all(ids[asset][label] > embedded for asset in ASSETS[2:] for label in classes)
 
 
 def test_daemon_registers_embeds_refits_and_refreshes_a_new_class(production, tmp_path, monkeypatch):
