@@ -60,12 +60,14 @@ def materialize_command(args) -> int:
 
     from dagster import DagsterInstance
 
-    from fruits_platform.concurrency import limit_outputs_pool
+    from fruits_platform.concurrency import limit_outputs_pool, release_dead_runs
     from fruits_platform.runner import asset_names, latest_metadata, materialize_classes, register_classes
 
     wanted = [name.strip() for name in args.classes.split(",") if name.strip()] if args.classes else None
     instance = DagsterInstance.get()
     limit_outputs_pool(instance)
+    for run_id in release_dead_runs(instance):
+        print(f"run {run_id} of a fruits-platform process that is gone: marked failed, its pool slot freed")
     log_path = Path(os.environ["DAGSTER_HOME"]) / "fruits-platform.log"
     try:
         selected, refused = register_classes(instance, args.data_root, wanted)

@@ -4,9 +4,14 @@ the same outputs at once. The limit lives in the Dagster instance (deploy/dagste
 
 from __future__ import annotations
 
+import os
+import socket
+
 from dagster import DagsterInstance
 
 OUTPUTS_POOL = "fruits_outputs"
+# Tags of the runs the command executes in its own process (no daemon watches those).
+HOST_TAG, PID_TAG = "fruits/host", "fruits/pid"
 
 
 def pool_limit(instance: DagsterInstance) -> int | None:
@@ -33,3 +38,38 @@ UNLIMITED_WARNING = (
     f"the Dagster pool {OUTPUTS_POOL!r} has no limit on this instance: another run may write the same outputs at "
     f"the same time. Set it once: `dagster instance concurrency set {OUTPUTS_POOL} 1` (or deploy/dagster.yaml)."
 )
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming this process, for a run it executes itself."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_dead_runs(instance: DagsterInstance) -> list[str]:
+    """Fail the runs of this host's dead command processes that still hold a slot of the pool, and free their
+    slots: a killed command would otherwise block every later step of the pool for ever (the daemon's run
+    monitoring does this for the runs it launched). Returns their run ids."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    released = []
+    for run_id in sorted(storage.get_concurrency_info(OUTPUTS_POOL).active_run_ids):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.tags.get(HOST_TAG) != socket.gethostname() or PID_TAG not in run.tags:
+            continue
+        if run.is_finished or not _alive(int(run.tags[PID_TAG])):
+            if not run.is_finished:
+                instance.report_run_failed(run, "the fruits-platform process running it is gone")
+            storage.free_concurrency_slots_for_run(run_id)
+            released.append(run_id)
+    return released

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance, execute_job, materialize, reconstructable
 
+from fruits_platform.concurrency import process_tags
 from fruits_platform.jobs import EMBEDDING, REFRESH
 from fruits_platform.partitions import fruit_classes, split_usable
 from fruits_platform.sources import list_classes
@@ -107,7 +108,7 @@ def materialize_classes(
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
     def run(selection: set[AssetKey], keys: list[str]):
-        tags = range_tags(keys)
+        tags = {**range_tags(keys), **process_tags()}
         if resources is None:
             result = execute_job(
                 reconstructable(fruit_features_job),

@@ -12,7 +12,15 @@ import pyarrow.dataset as ds
 import pytest
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
 
-from fruits_platform.concurrency import OUTPUTS_POOL, UNLIMITED_WARNING, limit_outputs_pool, pool_limit
+from fruits_platform.concurrency import (
+    OUTPUTS_POOL,
+    PID_TAG,
+    UNLIMITED_WARNING,
+    limit_outputs_pool,
+    pool_limit,
+    process_tags,
+    release_dead_runs,
+)
 from fruits_platform.partitions import fruit_classes
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import RANGE_START
@@ -138,3 +146,22 @@ def test_an_instance_without_the_pool_limit_is_warned_and_the_command_limits_its
     assert pool_limit(instance) == 1
     storage.setup_for_execution(build_init_resource_context(instance=instance))
     assert UNLIMITED_WARNING not in capsys.readouterr().err
+
+
+def test_a_killed_command_does_not_hold_the_pool_for_ever(instance):
+    """A command SIGKILLed inside a step keeps its slot (no daemon watches its run): the next command frees it."""
+    from dagster import DagsterRunStatus
+    from dagster._core.test_utils import create_run_for_test
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    instance.event_log_storage.set_concurrency_slots(OUTPUTS_POOL, 2)  # both runs hold one
+    runs = {}
+    for name, pid in {"dead": gone.pid, "alive": os.getpid()}.items():
+        tags = {**process_tags(), PID_TAG: str(pid)}
+        runs[name] = create_run_for_test(instance, status=DagsterRunStatus.STARTED, tags=tags).run_id
+        instance.event_log_storage.claim_concurrency_slot(OUTPUTS_POOL, runs[name], "raw_images")
+    assert release_dead_runs(instance) == [runs["dead"]]
+    assert instance.event_log_storage.get_concurrency_info(OUTPUTS_POOL).active_run_ids == {runs["alive"]}
+    assert instance.get_run_by_id(runs["dead"]).status == DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(runs["alive"]).status == DagsterRunStatus.STARTED
