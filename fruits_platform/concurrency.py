@@ -8,6 +8,7 @@ import os
 import socket
 
 from dagster import DagsterInstance
+from sqlalchemy.exc import SQLAlchemyError
 
 OUTPUTS_POOL = "fruits_outputs"
 # Tags of the runs the command executes in its own process (no daemon watches those).
@@ -28,10 +29,27 @@ def unlimited(instance: DagsterInstance) -> bool:
     return instance.event_log_storage.supports_global_concurrency_limits and pool_limit(instance) is None
 
 
+def _pool_row(instance: DagsterInstance) -> bool:
+    return OUTPUTS_POOL in {pool.name for pool in instance.event_log_storage.get_pool_limits()}
+
+
 def limit_outputs_pool(instance: DagsterInstance) -> None:
-    """Give the pool a limit of one when the instance has none (what the command does for its instance)."""
-    if unlimited(instance):
-        instance.event_log_storage.set_concurrency_slots(OUTPUTS_POOL, 1)
+    """Create the pool's limit before any run of the command needs it: its own when the instance has none, else
+    the instance's default. Runs that start together would otherwise each create it at their first step, and on
+    PostgreSQL the loser's transaction aborts and fails its run (Dagster inserts, then updates in the same
+    transaction)."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits or _pool_row(instance):
+        return
+    try:
+        if unlimited(instance):
+            storage.set_concurrency_slots(OUTPUTS_POOL, 1)
+        else:
+            storage.initialize_concurrency_limit_to_default(OUTPUTS_POOL)
+    except SQLAlchemyError:
+        # Another process created it at the same moment: theirs is as good as ours.
+        if not _pool_row(instance):
+            raise
 
 
 UNLIMITED_WARNING = (

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -70,6 +72,27 @@ def test_production_instance_is_postgres_with_a_limited_outputs_pool(production)
     assert type(production.event_log_storage).__name__ == "PostgresEventLogStorage"
     assert pool_limit(production) == 1
     assert production.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+
+
+def test_commands_starting_together_create_the_pool_once(production):
+    """Dagster creates a pool's row at the first step that needs it; two runs starting together on PostgreSQL
+    race there and the loser fails. The command creates it first, and tolerates another process doing so too."""
+    home = os.environ["DAGSTER_HOME"]
+    instances = [DagsterInstance.from_config(home) for _ in range(4)]
+    start = threading.Barrier(len(instances))
+
+    def limit(instance):
+        start.wait()
+        limit_outputs_pool(instance)
+
+    try:
+        with ThreadPoolExecutor(len(instances)) as pool:
+            list(pool.map(limit, instances))
+    finally:
+        for instance in instances:
+            instance.dispose()
+    [pool] = [pool for pool in production.event_log_storage.get_pool_limits() if pool.name == OUTPUTS_POOL]
+    assert pool.limit == 1
 
 
 def test_two_overlapping_materializations_never_write_at_once(production, tmp_path):
