@@ -11,7 +11,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from fruits_platform.releases import DEFAULT_RELEASE
-from fruits_platform.runner import MaterializationError
+from fruits_platform.sources import DEFAULT_OUTPUT_ROOT
 
 
 class CliError(Exception):
@@ -61,7 +61,13 @@ def materialize_command(args) -> int:
     from dagster import DagsterInstance
 
     from fruits_platform.concurrency import limit_outputs_pool, release_dead_runs
-    from fruits_platform.runner import asset_names, latest_metadata, materialize_classes, register_classes
+    from fruits_platform.runner import (
+        MaterializationError,
+        asset_names,
+        latest_metadata,
+        materialize_classes,
+        register_classes,
+    )
 
     wanted = [name.strip() for name in args.classes.split(",") if name.strip()] if args.classes else None
     instance = DagsterInstance.get()
@@ -73,7 +79,9 @@ def materialize_command(args) -> int:
         selected, refused = register_classes(instance, args.data_root, wanted)
         # The code location's own job and resources; the runs' logs (and traces) stay in DAGSTER_HOME.
         with nullcontext() if args.verbose else output_of_libraries_to(log_path):
-            results = materialize_classes(instance, None, selected, log_level="INFO" if args.verbose else "CRITICAL")
+            results = materialize_classes(
+                instance, None, selected, log_level="INFO" if args.verbose else "CRITICAL", app_model=args.app_model
+            )
     except MaterializationError as error:
         raise CliError(str(error)) from error
 
@@ -90,19 +98,46 @@ def materialize_command(args) -> int:
         "accuracy_logreg_pca",
         "accuracy_1nn_pca",
         "accuracy_logreg_scaled",
+        "float32_top1_accuracy",
+        "int8_top1_accuracy",
         "weights_source",
         "runtime_seconds",
     ]
     for asset_name in asset_names():
         metadata = latest_metadata(results, asset_name)
+        if asset_name == "app_model" and not args.app_model:
+            print(f"  {asset_name:<20} not requested (--app-model builds it)")
+            continue
         if not metadata:
-            print(f"  {asset_name:<20} not materialized (feature_quality needs two classes)")
+            print(f"  {asset_name:<20} not materialized (it needs two classes)")
             continue
         print(f"  {asset_name:<20} " + ", ".join(f"{k}={metadata[k]}" for k in shown if k in metadata))
     for name, reason in refused.items():
         print(f"  skipped class folder {name!r}: {reason}")
     print(f"outputs: {args.output_root}")
     return 0
+
+
+def identify_command(args) -> int:
+    """The likeliest fruits for each photo, from the exported app model alone (LiteRT: no Spark, no TensorFlow)."""
+    from fruits_platform.ml.identify import AppModel, AppModelError
+
+    output_root = os.getenv("FRUITS_OUTPUT_ROOT", DEFAULT_OUTPUT_ROOT)
+    try:
+        model = AppModel.load(args.model or os.path.join(output_root, "app_model"), args.variant)
+    except AppModelError as error:
+        raise CliError(str(error)) from error
+    unanswered = 0
+    for photo in args.photos:
+        try:
+            with open(photo, "rb") as handle:
+                top = model.identify(photo, handle.read(), args.top)
+        except (OSError, ValueError) as error:
+            unanswered += 1
+            print(f"{photo}: not identified: {error.strerror if isinstance(error, OSError) else error}")
+            continue
+        print(f"{photo}: " + ", ".join(f"{name} {probability:.3f}" for name, probability in top))
+    return 1 if unanswered else 0
 
 
 def requirements_command(args) -> int:
@@ -142,8 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--pca-k", type=int, help="fixed number of components (default: by variance threshold)")
     mat.add_argument("--variance-threshold", type=float, help="explained-variance target (default 0.95)")
     mat.add_argument("--k-rule", choices=["variance", "accuracy"], help="how k is chosen when --pca-k is not given")
+    mat.add_argument("--app-model", action="store_true", help="also build app_model, the app's on-device model")
     mat.add_argument("--verbose", action="store_true", help="print the runs' logs, with the traces of errors")
     mat.set_defaults(handler=materialize_command)
+    ident = commands.add_parser("identify", help="name the fruit in photos with the app's model (as the app does)")
+    ident.add_argument("photos", nargs="+", metavar="PHOTO", help="JPEG, PNG or WEBP files, any size")
+    ident.add_argument(
+        "--model",
+        help="the app_model folder or one of its .tflite files "
+        "(default: $FRUITS_OUTPUT_ROOT/app_model, else fruits_output/app_model)",
+    )
+    ident.add_argument("--variant", choices=["float32", "int8"], default="float32", help="(with a folder)")
+    ident.add_argument("--top", type=int, default=3, help="how many fruits to print per photo (default 3)")
+    ident.set_defaults(handler=identify_command)
     reqs = commands.add_parser("emr-requirements", help="print the pinned dependencies of an EMR node")
     reqs.add_argument("--release", default=DEFAULT_RELEASE, help=f"EMR release label (default {DEFAULT_RELEASE})")
     reqs.set_defaults(handler=requirements_command)

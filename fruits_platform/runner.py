@@ -80,6 +80,7 @@ def materialize_classes(
     classes: list[str],
     log_level: str = "INFO",
     evaluate: bool = True,
+    app_model: bool = False,
 ) -> list:
     """Materialize the graph for `classes` (registered already) the way Dagster runs it from the UI and the
     daemon. When `classes` include every class embedded so far (the usual case): a run of every asset over
@@ -97,7 +98,7 @@ def materialize_classes(
     registered = instance.get_dynamic_partitions(fruit_classes.name)
     embedded = set(instance.get_materialized_partitions(AssetKey("mobilenet_features")))
     every_class = set(classes) | embedded
-    skipped = set() if evaluate else {AssetKey("feature_quality")}
+    skipped = (set() if evaluate else {AssetKey("feature_quality")}) | (set() if app_model else {AssetKey("app_model")})
     everything = graph.get_all_asset_keys() - skipped
     ranges = contiguous_ranges(registered, every_class)
     if every_class == set(classes) and len(ranges) == 1:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 SPLITS = ("Training", "Test")
+DEFAULT_OUTPUT_ROOT = "fruits_output"  # relative to the working directory
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # Content format expected for each accepted file extension.
 FORMAT_BY_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
@@ -121,13 +121,23 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _model_input(image: Image.Image, size: int) -> np.ndarray:
+    rgb = to_rgb(image)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
 def decode_rgb(data: bytes, size: int) -> np.ndarray:
     """Decode accepted image bytes to a (size, size, 3) uint8 RGB array (bilinear resize)."""
     with Image.open(io.BytesIO(data)) as image:
-        rgb = to_rgb(image)
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8)
+        return _model_input(image, size)
+
+
+def decode_photo(data: bytes, size: int) -> np.ndarray:
+    """`decode_rgb` for a photo taken by a phone: turned upright first, as its EXIF orientation says."""
+    with Image.open(io.BytesIO(data)) as image:
+        return _model_input(ImageOps.exif_transpose(image), size)
 
 
 def decode_batch(blobs: list[bytes], size: int) -> np.ndarray:

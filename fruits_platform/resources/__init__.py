@@ -13,13 +13,13 @@ from dagster_pyspark import LazyPySparkResource
 from fruits_platform.ml.mobilenet import DEFAULT_ENGINE
 from fruits_platform.releases import release
 from fruits_platform.resources.class_datasets import ClassDatasets
-from fruits_platform.resources.model import DEFAULT_MODEL_CACHE, MobileNetWeights, ReductionSettings
-from fruits_platform.resources.model_store import FeatureModelIOManager
+from fruits_platform.resources.model import DEFAULT_MODEL_CACHE, AppModelSettings, MobileNetWeights, ReductionSettings
+from fruits_platform.resources.model_store import AppModelIOManager, FeatureModelIOManager
 from fruits_platform.resources.storage import FruitsStorage
+from fruits_platform.sources import DEFAULT_OUTPUT_ROOT
 
 DEPLOYMENT_ENV = "FRUITS_DEPLOYMENT"
 SAMPLE_DATA_ROOT = str(Path(__file__).resolve().parents[1] / "sample_data" / "fruits360")
-DEFAULT_OUTPUT_ROOT = "fruits_output"
 
 # Local Spark: every core, up to 4 attempts per task (local mode otherwise never retries),
 # Arrow batches of 64 rows (the model takes them in calls of FRUITS_BATCH_SIZE), no UI port to collide
@@ -75,6 +75,19 @@ def model_resources() -> dict:
             accuracy_tolerance=_setting("FRUITS_PCA_ACCURACY_TOLERANCE", 0.01),
             evaluation_max_images=_setting("FRUITS_QUALITY_MAX_IMAGES", 10_000),
         ),
+        "app": AppModelSettings(
+            calibration_images=_setting("FRUITS_APP_CALIBRATION_IMAGES", 200),
+            evaluation_images=_setting("FRUITS_APP_EVALUATION_IMAGES", 2000),
+        ),
+    }
+
+
+def stores(storage: FruitsStorage, spark: LazyPySparkResource) -> dict:
+    """The IO managers: per-class Parquet datasets, the fitted feature model, the app's model files."""
+    return {
+        "class_datasets": ClassDatasets(storage=storage, spark=spark),
+        "model_store": FeatureModelIOManager(storage=storage, spark=spark),
+        "app_model_store": AppModelIOManager(storage=storage, spark=spark),
     }
 
 
@@ -108,10 +121,10 @@ def local_resources(
     return {
         "spark": spark,
         "storage": storage,
-        "model_store": FeatureModelIOManager(storage=storage, spark=spark),
-        "class_datasets": ClassDatasets(storage=storage, spark=spark),
+        **stores(storage, spark),
         "weights": weights or model["weights"],
         "reduction": reduction or model["reduction"],
+        "app": model["app"],
         "pyspark_step_launcher": ResourceDefinition.none_resource(),  # steps run in this process
     }
 
@@ -141,9 +154,7 @@ def emr_resources() -> dict:
     return {
         "spark": spark,
         "storage": storage,
-        # Used in the steps, on the cluster.
-        "model_store": FeatureModelIOManager(storage=storage, spark=spark),
-        "class_datasets": ClassDatasets(storage=storage, spark=spark),
+        **stores(storage, spark),  # used in the steps, on the cluster
         **model_resources(),
         "pyspark_step_launcher": fruits_emr_step_launcher.configured(
             {

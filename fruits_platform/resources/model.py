@@ -103,3 +103,16 @@ class ReductionSettings(ConfigurableResource):
         if self.k_rule == "accuracy":
             return f"accuracy within {self.accuracy_tolerance:g} of unreduced (1-NN, held-out Training)"
         return f"variance threshold {self.variance_threshold:g}"
+
+
+class AppModelSettings(ConfigurableResource):
+    """How the app's model is calibrated and measured (FRUITS_APP_CALIBRATION_IMAGES, FRUITS_APP_EVALUATION_IMAGES)."""
+
+    calibration_images: int = Field(
+        default=200, ge=1, description="Training images that calibrate the 8-bit variant (a deterministic sample)"
+    )
+    evaluation_images: int = Field(
+        default=2000,
+        ge=0,
+        description="Test images on which both variants are measured (a deterministic sample; 0 = every one)",
+    )

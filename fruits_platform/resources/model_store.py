@@ -14,6 +14,7 @@ from dagster_pyspark import LazyPySparkResource
 from pydantic import PrivateAttr
 from pyspark.ml import PipelineModel
 
+from fruits_platform.ml.identify import MANIFEST
 from fruits_platform.ml.reduction import ReductionSummary, model_fingerprint
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.spark.datasets import HadoopFs, qualify, read_json, replace_directory, write_json
@@ -96,3 +97,46 @@ class FeatureModelIOManager(ConfigurableIOManager):
                 "FRUITS_OUTPUT_ROOT to the output root it was written to",
             )
         return fitted
+
+
+@dataclass(frozen=True)
+class AppModelFiles:
+    """The app's model: each variant's LiteRT flatbuffer by name ("float32", "int8"), and the manifest (the class
+    names in the order of its probabilities, the input size, the fingerprints it was built from)."""
+
+    name: str  # the files' stem: carries the weights' and the feature model's fingerprints
+    variants: dict[str, bytes]
+    manifest: dict
+
+    def file_name(self, variant: str) -> str:
+        return f"{self.name}-{variant}.tflite"
+
+
+class AppModelIOManager(ConfigurableIOManager):
+    """Writes `AppModelFiles` as `<output_root>/<asset>/` (each variant's .tflite and manifest.json), the folder
+    swapped in whole; reads it back for an asset that takes it as input."""
+
+    storage: FruitsStorage
+    spark: LazyPySparkResource
+
+    def handle_output(self, context: OutputContext, files: AppModelFiles) -> None:
+        session = self.spark.spark_session
+        target = qualify(self.storage.asset_root(context.asset_key.path[-1]))
+        fs = HadoopFs(session, target)
+        staged = f"{target.rsplit('/', 1)[0]}/_staging/{context.asset_key.path[-1]}-{uuid.uuid4().hex}"
+        for variant, flatbuffer in files.variants.items():
+            fs.write_bytes(f"{staged}/{files.file_name(variant)}", flatbuffer)
+        fs.write_text(f"{staged}/{MANIFEST}", json.dumps(files.manifest, indent=1))
+        replace_directory(fs, staged, target)
+        context.add_output_metadata(
+            {"path": MetadataValue.path(target), "manifest": MetadataValue.path(f"{target}/{MANIFEST}")}
+        )
+
+    def load_input(self, context: InputContext) -> AppModelFiles:
+        target = qualify(self.storage.asset_root(context.upstream_output.asset_key.path[-1]))
+        fs = HadoopFs(self.spark.spark_session, target)
+        if not fs.exists(f"{target}/{MANIFEST}"):
+            raise Failure(allow_retries=False, description=f"No app model at {target}: materialize app_model first")
+        manifest = json.loads(fs.read_text(f"{target}/{MANIFEST}"))
+        variants = {name: fs.read_bytes(f"{target}/{entry['file']}") for name, entry in manifest["variants"].items()}
+        return AppModelFiles(manifest["name"], variants, manifest)

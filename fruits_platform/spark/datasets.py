@@ -55,10 +55,20 @@ class HadoopFs:
     def delete(self, path: str) -> None:
         self._fs.delete(self._path(path), True)
 
-    def write_text(self, path: str, text: str) -> None:
+    def write_bytes(self, path: str, data: bytes) -> None:
         stream = self._fs.create(self._path(path), True)
         try:
-            stream.write(text.encode())
+            stream.write(data)
+        finally:
+            stream.close()
+
+    def write_text(self, path: str, text: str) -> None:
+        self.write_bytes(path, text.encode())
+
+    def read_bytes(self, path: str) -> bytes:
+        stream = self._fs.open(self._path(path))
+        try:
+            return bytes(self._io_utils.toByteArray(stream))
         finally:
             stream.close()
 

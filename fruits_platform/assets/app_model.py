@@ -1,0 +1,164 @@
+"""`app_model`: the on-device model of the Fruits! app, built from `feature_model` and `pca_features`."""
+
+import hashlib
+import json
+
+import numpy as np
+from dagster import AssetExecutionContext, DataVersion, Failure, MetadataValue, Output, asset
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fruits_platform.assets.common import EVERY_CLASS_ROWS, PER_CLASS, StepLauncherParam, Stopwatch
+from fruits_platform.ml.app_model import (
+    FLOAT32,
+    INT8,
+    VariantReport,
+    app_keras_model,
+    convert,
+    evaluate_variant,
+    load_photos,
+    reduction_layer,
+    train_classifier,
+)
+from fruits_platform.ml.quality import evaluation_sample
+from fruits_platform.resources.model import AppModelSettings, MobileNetWeights
+from fruits_platform.resources.model_store import AppModelFiles, FittedModel
+
+# The float variant computes what the platform computes: beyond this (relative to the features' scale), the
+# pca_features were made with other weights or another feature_model than the ones configured now.
+FLOAT_TOLERANCE = 1e-3
+
+
+@asset(
+    **PER_CLASS,
+    ins={"pca_features": EVERY_CLASS_ROWS},
+    io_manager_key="app_model_store",
+    output_required=False,  # fewer than two classes with Training images: nothing to classify
+    kinds={"tensorflow", "pyspark.ml"},
+    tags={"layer": "app"},
+    code_version="1",
+    description=(
+        "The app's model: one LiteRT file that takes a photo (RGB uint8 at the model's input size) and gives its "
+        "k PCA features (equal to `pca_features`) and the probabilities of every class, from a multinomial "
+        "logistic regression trained on the Training split's `pca_features` (its penalty chosen on held-out "
+        "Training images). Two variants, float32 and 8-bit (calibrated on Training images), in "
+        "`<output-root>/app_model/` with `manifest.json` (class names, input size, fingerprints). Measured on "
+        "Test images: size, latency, top-1/top-5 accuracy, feature difference, confused pairs. Built on demand."
+    ),
+)
+def app_model(
+    context: AssetExecutionContext,
+    pyspark_step_launcher: StepLauncherParam,
+    weights: MobileNetWeights,
+    app: AppModelSettings,
+    pca_features: DataFrame,
+    feature_model: FittedModel,
+):
+    stopwatch = Stopwatch()
+    rows = pca_features.select("uri", "label", "split", "sha256", "pca_features")
+    training = rows.where(F.col("split") == "Training")
+    try:
+        classifier = train_classifier(training)
+    except ValueError as error:
+        context.log.warning(f"no app model: {error}")
+        return
+    loaded = weights.load()
+    kernel, bias = reduction_layer(
+        feature_model.scaler.mean.toArray(), feature_model.scaler.std.toArray(), feature_model.pca.pc.toArray()
+    )
+    keras_model = app_keras_model(loaded, kernel, bias, classifier)
+    calibration = sample_rows(training, app.calibration_images)
+    context.log.info(
+        f"classifier fitted (penalty {classifier.reg_param}); converting and calibrating on "
+        f"{len(calibration)} Training images"
+    )
+    variants = {
+        FLOAT32: convert(keras_model),
+        INT8: convert(keras_model, list(load_photos(calibration["uri"].tolist(), loaded.image_size))),
+    }
+    test = sample_rows(
+        rows.where(F.col("split") == "Test").where(F.col("label").isin(classifier.classes)), app.evaluation_images
+    )
+    photos = load_photos(test["uri"].tolist(), loaded.image_size)
+    labels = np.array([classifier.classes.index(label) for label in test["label"]], dtype=np.int64)
+    expected = np.stack(test["pca_features"].to_numpy()) if len(test) else np.zeros((0, kernel.shape[1]))
+    reports = {
+        variant: evaluate_variant(variant, flatbuffer, classifier.classes, photos, labels, expected)
+        for variant, flatbuffer in variants.items()
+    }
+    scale = float(np.abs(expected).max()) if len(expected) else 1.0
+    if reports[FLOAT32].max_feature_difference > FLOAT_TOLERANCE * max(scale, 1.0):
+        raise Failure(
+            allow_retries=False,
+            description=f"the app model's PCA features differ from pca_features by up to "
+            f"{reports[FLOAT32].max_feature_difference:.4g}: pca_features were computed with other weights or "
+            f"another feature_model than the configured ones ({loaded.source}); materialize the graph again",
+        )
+    name = f"fruits-app-{loaded.fingerprint}-{feature_model.fingerprint[:16]}"
+    manifest = {
+        "name": name,
+        "classes": classifier.classes,
+        "image_size": loaded.image_size,
+        "input": "photo: uint8 RGB, image_size x image_size x 3 (MobileNetV2 preprocessing inside the model)",
+        "outputs": {"pca_features": int(kernel.shape[1]), "probabilities": len(classifier.classes)},
+        "weights": {"source": loaded.source, "fingerprint": loaded.fingerprint},
+        "feature_model_fingerprint": feature_model.fingerprint,
+        "classifier": {"kind": "multinomial logistic regression", "reg_param": classifier.reg_param},
+        "variants": {
+            variant: {"file": f"{name}-{variant}.tflite", "sha256": hashlib.sha256(flatbuffer).hexdigest()}
+            for variant, flatbuffer in variants.items()
+        },
+    }
+    for label in context.partition_keys:
+        context.add_asset_metadata(class_accuracy(reports[FLOAT32], label), partition_key=label)
+    yield Output(
+        AppModelFiles(name, variants, manifest),
+        metadata={
+            "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
+            "classes": MetadataValue.int(len(classifier.classes)),
+            "class_names": MetadataValue.json(classifier.classes),
+            "weights_source": MetadataValue.text(loaded.source),
+            "weights_fingerprint": MetadataValue.text(loaded.fingerprint),
+            "feature_model_fingerprint": MetadataValue.text(feature_model.fingerprint),
+            "reg_param": MetadataValue.float(classifier.reg_param),
+            "validation_accuracy_by_reg_param": MetadataValue.json(
+                {str(reg): round(value, 4) for reg, value in classifier.validation_accuracy.items()}
+            ),
+            "calibration_images": MetadataValue.int(len(calibration)),
+            "test_images": MetadataValue.int(len(test)),
+            **{key: value for report in reports.values() for key, value in variant_metadata(report).items()},
+            "confused_pairs": confused_pairs_table(reports[FLOAT32]),
+        },
+        data_version=DataVersion(hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:24]),
+    )
+
+
+def sample_rows(frame: DataFrame, images: int):
+    """A deterministic sample of about `images` rows (0: all), as pandas, in a stable order."""
+    sampled, _, _ = evaluation_sample(frame, images or None)
+    return sampled.orderBy("label", "sha256", "uri").toPandas()
+
+
+def variant_metadata(report: VariantReport) -> dict:
+    prefix = report.variant
+    return {
+        f"{prefix}_size_bytes": MetadataValue.int(report.size_bytes),
+        f"{prefix}_latency_ms": MetadataValue.float(round(report.latency_ms, 3)),
+        f"{prefix}_top1_accuracy": MetadataValue.float(round(report.top1, 4)),
+        f"{prefix}_top5_accuracy": MetadataValue.float(round(report.top5, 4)),
+        f"{prefix}_max_feature_difference": MetadataValue.float(float(f"{report.max_feature_difference:.4g}")),
+    }
+
+
+def class_accuracy(report: VariantReport, label: str) -> dict:
+    """One class's own figures for its partition: its Test images measured and the float model's top-1 on them."""
+    accuracy = report.scores.per_class_accuracy
+    return {"test_images": report.scores.support.get(label, 0), "top1_accuracy": round(accuracy.get(label, 0.0), 4)}
+
+
+def confused_pairs_table(report: VariantReport, top: int = 10) -> MetadataValue:
+    lines = ["| class A | class B | A predicted as B | B predicted as A |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {ab} | {ba} |" for a, b, ab, ba in report.scores.confused_pairs(top)]
+    if len(lines) == 2:
+        lines.append("| (no confusion) | | | |")
+    return MetadataValue.md("\n".join(lines))

@@ -1,0 +1,117 @@
+"""`app_model` and `fruits-platform identify` on the bundled real sample with the real weights: the exported
+LiteRT file reproduces `pca_features` and the trained classifier, and answers photos without Spark or TensorFlow."""
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from dagster import AssetKey, instance_for_test
+from PIL import Image
+
+from fruits_platform.ml.app_model import load_photos, train_classifier
+from fruits_platform.ml.identify import MANIFEST, AppModel
+from fruits_platform.ml.images import decode_photo, decode_rgb
+from fruits_platform.runner import materialize_classes, register_classes
+from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
+from fruits_platform_tests.test_pipeline import resources
+
+CLASSES = SAMPLE_CLASSES[:4]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, spark, real_weights_path):
+    root = tmp_path_factory.mktemp("app_model")
+    data = copy_classes(root / "data", CLASSES)
+    (root / "home").mkdir()
+    with instance_for_test(temp_dir=str(root / "home")) as instance:
+        selected, _ = register_classes(instance, str(data))
+        run = resources(data, root / "out", real_weights_path)
+        materialize_classes(instance, run, selected, evaluate=False, app_model=True)
+        record = instance.get_latest_materialization_event(AssetKey("app_model"))
+        materialization = record.asset_materialization
+        yield {"out": root / "out", "metadata": materialization.metadata, "partition": materialization.partition}
+
+
+def pca_rows(out, split):
+    table = ds.dataset(f"{out}/pca_features").to_table().to_pandas()
+    return table[table["split"] == split].sort_values("uri").reset_index(drop=True)
+
+
+def test_float_model_reproduces_pca_features_and_the_classifier(built, spark):
+    out = built["out"]
+    model = AppModel.load(str(out / "app_model"))
+    test = pca_rows(out, "Test")
+    photos = load_photos(test["uri"].tolist(), model.image_size)
+    predictions = [model.predict(photo) for photo in photos]
+    expected = np.stack(test["pca_features"].to_numpy())
+    features = np.stack([p.features for p in predictions])
+    assert features.shape == expected.shape
+    np.testing.assert_allclose(features, expected, atol=1e-3 * np.abs(expected).max())
+    # The same classifier, fitted again on the same Training rows, predicts what the file predicts.
+    training = spark.createDataFrame(pca_rows(out, "Training")[["uri", "label", "split", "sha256", "pca_features"]])
+    classifier = train_classifier(training)
+    assert classifier.classes == model.classes == sorted(CLASSES)
+    top1 = [classifier.classes[i] for i in classifier.probabilities(expected).argmax(axis=1)]
+    assert [p.top(model.classes, 1)[0][0] for p in predictions] == top1
+    assert np.mean(np.array(top1) == test["label"].to_numpy()) > 0.9  # real weights on real photos
+
+
+def test_metadata_compares_the_variants(built):
+    metadata = {key: getattr(value, "value", value) for key, value in built["metadata"].items()}
+    manifest = json.loads((built["out"] / "app_model" / MANIFEST).read_text())
+    for variant in ("float32", "int8"):
+        path = built["out"] / "app_model" / manifest["variants"][variant]["file"]
+        assert path.stat().st_size == metadata[f"{variant}_size_bytes"]
+        assert metadata[f"{variant}_latency_ms"] > 0
+        assert metadata[f"{variant}_top5_accuracy"] >= metadata[f"{variant}_top1_accuracy"] > 0.5
+    assert metadata["float32_max_feature_difference"] < 1e-2
+    assert metadata["int8_size_bytes"] * 3 < metadata["float32_size_bytes"]
+    assert manifest["weights"]["fingerprint"] in manifest["name"]
+    assert manifest["feature_model_fingerprint"][:16] in manifest["name"]
+    test = pca_rows(built["out"], "Test")
+    assert metadata["test_images"] == (test["label"] == built["partition"]).sum()  # each class its own figures
+
+
+def test_identify_answers_photos_and_refuses_a_broken_one_without_spark_or_tensorflow(built, tmp_path):
+    test = pca_rows(built["out"], "Test")
+    photo = tmp_path / "phone photo.jpg"  # larger than the model's input, and stored sideways with an EXIF turn
+    with Image.open(test["uri"][0]) as image:
+        upright = image.convert("RGB").resize((300, 300))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the viewer turns it 90 degrees clockwise
+    upright.rotate(90, expand=True).save(photo, exif=exif)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    script = (
+        "import sys; from fruits_platform.cli import main; code = main(sys.argv[1:]); "
+        "assert not {'pyspark', 'tensorflow', 'keras'} & set(sys.modules), 'imported Spark or TensorFlow'; "
+        "sys.exit(code)"
+    )
+    args = ["identify", str(photo), str(broken), "--model", str(built["out"] / "app_model")]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr  # one photo could not be answered
+    answered, refused = done.stdout.strip().splitlines()
+    assert answered.startswith(f"{photo}: {test['label'][0]} ")
+    assert len(answered.split(", ")) == 3
+    assert refused.startswith(f"{broken}: not identified: corrupt")
+
+
+def test_exif_orientation_is_applied():
+    upright = np.zeros((40, 60, 3), dtype=np.uint8)
+    upright[:, :30] = 255  # white left half
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 8  # the viewer turns it 90 degrees counter-clockwise
+    Image.fromarray(upright).rotate(-90, expand=True).save(buffer, format="PNG", exif=exif)
+    expected = decode_rgb(_png(upright), 32)
+    assert np.abs(decode_photo(buffer.getvalue(), 32).astype(int) - expected).max() <= 1
+
+
+def _png(array) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
