@@ -33,7 +33,12 @@ def built(tmp_path_factory, spark, real_weights_path):
         materialize_classes(instance, run, selected, evaluate=False, app_model=True)
         record = instance.get_latest_materialization_event(AssetKey("app_model"))
         materialization = record.asset_materialization
-        yield {"out": root / "out", "metadata": materialization.metadata, "partition": materialization.partition}
+        yield {
+            "out": root / "out",
+            "metadata": materialization.metadata,
+            "partition": materialization.partition,
+            "rebuild": lambda: materialize_classes(instance, run, selected, evaluate=False, app_model=True),
+        }
 
 
 def pca_rows(out, split):
@@ -73,7 +78,9 @@ def test_metadata_compares_the_variants(built):
     assert manifest["weights"]["fingerprint"] in manifest["name"]
     assert manifest["feature_model_fingerprint"][:16] in manifest["name"]
     test = pca_rows(built["out"], "Test")
-    assert metadata["test_images"] == (test["label"] == built["partition"]).sum()  # each class its own figures
+    assert metadata["test_images"] == len(test)
+    assert metadata["class_test_images"] == (test["label"] == built["partition"]).sum()  # each class its own
+    assert 0 <= metadata["class_top1_accuracy_float32"] <= 1
 
 
 def test_identify_answers_photos_and_refuses_a_broken_one_without_spark_or_tensorflow(built, tmp_path):
@@ -92,7 +99,9 @@ def test_identify_answers_photos_and_refuses_a_broken_one_without_spark_or_tenso
         "sys.exit(code)"
     )
     args = ["identify", str(photo), str(broken), "--model", str(built["out"] / "app_model")]
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.returncode == 1, done.stderr  # one photo could not be answered
     answered, refused = done.stdout.strip().splitlines()
     assert answered.startswith(f"{photo}: {test['label'][0]} ")
@@ -115,3 +124,21 @@ def _png(array) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_rebuilding_from_the_same_inputs_gives_the_same_predictions(built):
+    folder = built["out"] / "app_model"
+    photos = load_photos(pca_rows(built["out"], "Test")["uri"].tolist(), 224)
+
+    def predictions(variant):
+        model = AppModel.load(str(folder), variant)
+        return [model.predict(photo) for photo in photos]
+
+    before = {variant: predictions(variant) for variant in ("float32", "int8")}
+    name = json.loads((folder / MANIFEST).read_text())["name"]
+    built["rebuild"]()
+    assert json.loads((folder / MANIFEST).read_text())["name"] == name
+    for variant, old in before.items():
+        for previous, new in zip(old, predictions(variant), strict=True):
+            np.testing.assert_allclose(new.probabilities, previous.probabilities, atol=1e-5)
+            np.testing.assert_allclose(new.features, previous.features, atol=1e-4)

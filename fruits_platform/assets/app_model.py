@@ -109,6 +109,7 @@ def app_model(
             for variant, flatbuffer in variants.items()
         },
     }
+    inputs = {key: value for key, value in manifest.items() if key != "variants"}
     for label in context.partition_keys:
         context.add_asset_metadata(class_accuracy(reports[FLOAT32], label), partition_key=label)
     yield Output(
@@ -129,7 +130,8 @@ def app_model(
             **{key: value for report in reports.values() for key, value in variant_metadata(report).items()},
             "confused_pairs": confused_pairs_table(reports[FLOAT32]),
         },
-        data_version=DataVersion(hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:24]),
+        # What it was built from (the files' bytes also carry Keras's layer names, which differ between builds).
+        data_version=DataVersion(hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]),
     )
 
 
@@ -153,7 +155,10 @@ def variant_metadata(report: VariantReport) -> dict:
 def class_accuracy(report: VariantReport, label: str) -> dict:
     """One class's own figures for its partition: its Test images measured and the float model's top-1 on them."""
     accuracy = report.scores.per_class_accuracy
-    return {"test_images": report.scores.support.get(label, 0), "top1_accuracy": round(accuracy.get(label, 0.0), 4)}
+    return {
+        "class_test_images": report.scores.support.get(label, 0),
+        "class_top1_accuracy_float32": round(accuracy.get(label, 0.0), 4),
+    }
 
 
 def confused_pairs_table(report: VariantReport, top: int = 10) -> MetadataValue:
