@@ -17,6 +17,7 @@ from fruits_platform.ml.app_model import (
     convert,
     evaluate_variant,
     load_photos,
+    read_photos,
     reduction_layer,
     train_classifier,
 )
@@ -79,11 +80,12 @@ def app_model(
     test = sample_rows(
         rows.where(F.col("split") == "Test").where(F.col("label").isin(classifier.classes)), app.evaluation_images
     )
-    photos = load_photos(test["uri"].tolist(), loaded.image_size)
     labels = np.array([classifier.classes.index(label) for label in test["label"]], dtype=np.int64)
     expected = np.stack(test["pca_features"].to_numpy()) if len(test) else np.zeros((0, kernel.shape[1]))
     reports = {
-        variant: evaluate_variant(variant, flatbuffer, classifier.classes, photos, labels, expected)
+        variant: evaluate_variant(
+            variant, flatbuffer, classifier.classes, read_photos(test["uri"], loaded.image_size), labels, expected
+        )
         for variant, flatbuffer in variants.items()
     }
     scale = float(np.abs(expected).max()) if len(expected) else 1.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,13 +159,13 @@ def evaluate_variant(
     variant: str,
     flatbuffer: bytes,
     classes: list[str],
-    photos: np.ndarray,
+    photos: Iterable[np.ndarray],
     labels: np.ndarray,
     expected_features: np.ndarray,
     timed: int = 50,
 ) -> VariantReport:
-    """Run `flatbuffer` on every photo (n, s, s, 3) as the app does, one at a time on one thread; `labels`:
-    the photos' class indices; `expected_features`: their `pca_features`. Latency: the median of `timed` calls."""
+    """Run `flatbuffer` on every photo (s, s, 3) as the app does, one at a time on one thread; `labels`: the
+    photos' class indices; `expected_features`: their `pca_features`. Latency: the median of `timed` calls."""
     model = AppModel(flatbuffer, classes, threads=1)
     features, probabilities, seconds = [], [], []
     for index, photo in enumerate(photos):
@@ -189,9 +189,16 @@ def evaluate_variant(
     )
 
 
+def read_photos(uris: Iterable[str], size: int) -> Iterator[np.ndarray]:
+    """The platform's own model input for each image (read, decoded and resized as the embedding does), one at a
+    time: the driver's memory does not grow with the images measured."""
+    for uri in uris:
+        yield decode_rgb(read_bytes(uri), size)
+
+
 def load_photos(uris: list[str], size: int) -> np.ndarray:
-    """The platform's own model input for each image (read, decoded and resized as the embedding does)."""
+    """`read_photos` as one (n, size, size, 3) array."""
     photos = np.empty((len(uris), size, size, 3), dtype=np.uint8)
-    for index, uri in enumerate(uris):
-        photos[index] = decode_rgb(read_bytes(uri), size)
+    for index, photo in enumerate(read_photos(uris, size)):
+        photos[index] = photo
     return photos
