@@ -15,7 +15,7 @@ from fruits_platform.ml.app_model import (
     VariantReport,
     app_keras_model,
     convert,
-    evaluate_variant,
+    evaluate_variants,
     load_photos,
     read_photos,
     reduction_layer,
@@ -82,12 +82,8 @@ def app_model(
     )
     labels = np.array([classifier.classes.index(label) for label in test["label"]], dtype=np.int64)
     expected = np.stack(test["pca_features"].to_numpy()) if len(test) else np.zeros((0, kernel.shape[1]))
-    reports = {
-        variant: evaluate_variant(
-            variant, flatbuffer, classifier.classes, read_photos(test["uri"], loaded.image_size), labels, expected
-        )
-        for variant, flatbuffer in variants.items()
-    }
+    photos = read_photos(test["uri"], loaded.image_size)
+    reports = evaluate_variants(variants, classifier.classes, photos, labels, expected)
     scale = float(np.abs(expected).max()) if len(expected) else 1.0
     if reports[FLOAT32].max_feature_difference > FLOAT_TOLERANCE * max(scale, 1.0):
         raise Failure(

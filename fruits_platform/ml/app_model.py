@@ -15,7 +15,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -23,16 +22,16 @@ from pyspark.sql import functions as F
 from fruits_platform.ml.identify import AppModel
 from fruits_platform.ml.images import decode_rgb
 from fruits_platform.ml.mobilenet import ModelWeights, _keras, keras_model
-from fruits_platform.ml.quality import Scores, score
+from fruits_platform.ml.quality import LABEL_INDEX, Scores, fit_logistic_regression, logistic_regression_predict, score
 from fruits_platform.ml.reduction import validation_split
 from fruits_platform.sources import read_bytes
 
 PHOTO, FEATURES, PROBABILITIES = "photo", "pca_features", "probabilities"
 FLOAT32, INT8 = "float32", "int8"
-VARIANTS = (FLOAT32, INT8)
 # L2 penalties tried for the classifier, chosen by accuracy on held-out Training images.
 REG_PARAMS = (1e-4, 1e-3, 1e-2)
-LABEL_INDEX, VECTOR = "label_index", "app_vector"
+VECTOR = "app_vector"
+MAX_ITER = 200
 
 
 @dataclass(frozen=True)
@@ -52,24 +51,6 @@ class Classifier:
         return exp / exp.sum(axis=1, keepdims=True)
 
 
-def _fit_logistic(frame: DataFrame, reg_param: float):
-    return LogisticRegression(
-        featuresCol=VECTOR,
-        labelCol=LABEL_INDEX,
-        family="multinomial",
-        regParam=reg_param,
-        elasticNetParam=0.0,
-        standardization=False,
-        maxIter=200,
-        tol=1e-6,
-    ).fit(frame)
-
-
-def _margins_argmax(model, features: np.ndarray) -> np.ndarray:
-    margins = features @ model.coefficientMatrix.toArray().T + model.interceptVector.toArray()
-    return np.argmax(margins, axis=1)
-
-
 def train_classifier(training: DataFrame, reg_params: Iterable[float] = REG_PARAMS) -> Classifier:
     """Fit the classifier on `training` (label, sha256, uri, pca_features): its penalty is the one with the best
     accuracy on a held-out quarter of each class's Training images (`validation_split`), then refitted on all."""
@@ -86,12 +67,12 @@ def train_classifier(training: DataFrame, reg_params: Iterable[float] = REG_PARA
     if len(held):  # else (a class or two of a few images) the default penalty
         held_x = np.stack(held[FEATURES].to_numpy()).astype(np.float64)
         for reg_param in reg_params:
-            predicted = _margins_argmax(_fit_logistic(fit_rows, reg_param), held_x)
+            predicted = logistic_regression_predict(fit_rows, held_x, VECTOR, reg_param, MAX_ITER)
             accuracy[reg_param] = float(np.mean(predicted == held[LABEL_INDEX].to_numpy()))
     else:
         accuracy = {REG_PARAMS[1]: 0.0}
     best = max(accuracy, key=lambda reg: (accuracy[reg], reg))  # ties: the stronger penalty
-    model = _fit_logistic(rows, best)
+    model = fit_logistic_regression(rows, VECTOR, best, MAX_ITER)
     return Classifier(
         classes,
         model.coefficientMatrix.toArray(),
@@ -155,37 +136,46 @@ class VariantReport:
     scores: Scores
 
 
-def evaluate_variant(
-    variant: str,
-    flatbuffer: bytes,
+def evaluate_variants(
+    variants: dict[str, bytes],
     classes: list[str],
     photos: Iterable[np.ndarray],
     labels: np.ndarray,
     expected_features: np.ndarray,
     timed: int = 50,
-) -> VariantReport:
-    """Run `flatbuffer` on every photo (s, s, 3) as the app does, one at a time on one thread; `labels`: the
-    photos' class indices; `expected_features`: their `pca_features`. Latency: the median of `timed` calls."""
-    model = AppModel(flatbuffer, classes, threads=1)
-    features, probabilities, seconds = [], [], []
+) -> dict[str, VariantReport]:
+    """Run each variant's flatbuffer on every photo (s, s, 3) as the app does, one at a time on one thread, each
+    photo read once for all variants; `labels`: the photos' class indices; `expected_features`: their
+    `pca_features`. Latency: the median of the first `timed` calls."""
+    models = {variant: AppModel(flatbuffer, classes, threads=1) for variant, flatbuffer in variants.items()}
+    outputs = {variant: ([], [], []) for variant in variants}  # features, probabilities, seconds
     for index, photo in enumerate(photos):
-        started = time.perf_counter()
-        prediction = model.predict(photo)
-        if index < timed:
-            seconds.append(time.perf_counter() - started)
-        features.append(prediction.features)
-        probabilities.append(prediction.probabilities)
-    probabilities = np.stack(probabilities) if probabilities else np.zeros((0, len(classes)))
-    top5 = np.argsort(-probabilities, axis=1)[:, :5]
-    difference = np.abs(np.stack(features) - expected_features).max() if features else 0.0
+        for variant, model in models.items():
+            started = time.perf_counter()
+            prediction = model.predict(photo)
+            features, probabilities, seconds = outputs[variant]
+            if index < timed:
+                seconds.append(time.perf_counter() - started)
+            features.append(prediction.features)
+            probabilities.append(prediction.probabilities)
+    return {
+        variant: _report(variant, len(variants[variant]), *outputs[variant], labels, expected_features, classes)
+        for variant in variants
+    }
+
+
+def _report(variant, size, features, probabilities, seconds, labels, expected, classes) -> VariantReport:
+    if not features:
+        return VariantReport(variant, size, 0.0, 0.0, 0.0, 0.0, score(classes, labels, labels))
+    top5 = np.argsort(-np.stack(probabilities), axis=1)[:, :5]
     return VariantReport(
         variant,
-        len(flatbuffer),
-        float(np.median(seconds) * 1000) if seconds else 0.0,
-        float(np.mean(top5[:, 0] == labels)) if len(labels) else 0.0,
-        float(np.mean((top5 == labels[:, None]).any(axis=1))) if len(labels) else 0.0,
-        float(difference),
-        score(classes, labels, top5[:, 0] if len(labels) else labels),
+        size,
+        float(np.median(seconds) * 1000),
+        float(np.mean(top5[:, 0] == labels)),
+        float(np.mean((top5 == labels[:, None]).any(axis=1))),
+        float(np.abs(np.stack(features) - expected).max()),
+        score(classes, labels, top5[:, 0]),
     )
 
 

@@ -101,19 +101,11 @@ def score(classes: list[str], true_index, predicted_index) -> Scores:
 # ----------------------------------------------------------------------------------------- classifiers
 
 
-def logistic_regression_predict(
-    training: DataFrame, test_x: np.ndarray, vector_column: str, reg_param: float = 0.01, max_iter: int = 100
-) -> np.ndarray:
-    """Fit a multinomial LogisticRegression (L2 penalty `reg_param`) on `training` (a frame with `label_index`
-    (double) and the vector column) and predict the rows of `test_x` (the same features as a matrix): the
-    label index of the largest margin, which is what the model's own `transform` predicts.
-
-    The prediction is made here from the fitted coefficients rather than by a Spark job: Spark 4.0's model of
-    two classes carries a training summary that cannot be serialized into a job once the session has used
-    observed metrics (every write here does). No internal re-standardisation: scaled features are
-    standardised already, and PCA components must keep their variances (equalising them would amplify the
-    noisy last components)."""
-    model = LogisticRegression(
+def fit_logistic_regression(training: DataFrame, vector_column: str, reg_param: float = 0.01, max_iter: int = 100):
+    """A multinomial LogisticRegression (L2 penalty `reg_param`) fitted on `training` (a frame with `label_index`
+    (double) and the vector column). No internal re-standardisation: scaled features are standardised already,
+    and PCA components must keep their variances (equalising them would amplify the noisy last components)."""
+    return LogisticRegression(
         featuresCol=vector_column,
         labelCol=LABEL_INDEX,
         family="multinomial",
@@ -123,6 +115,18 @@ def logistic_regression_predict(
         maxIter=max_iter,
         tol=1e-6,
     ).fit(training)
+
+
+def logistic_regression_predict(
+    training: DataFrame, test_x: np.ndarray, vector_column: str, reg_param: float = 0.01, max_iter: int = 100
+) -> np.ndarray:
+    """`fit_logistic_regression`, then the label index of the largest margin for each row of `test_x` (the same
+    features as a matrix), which is what the model's own `transform` predicts.
+
+    The prediction is made here from the fitted coefficients rather than by a Spark job: Spark 4.0's model of
+    two classes carries a training summary that cannot be serialized into a job once the session has used
+    observed metrics (every write here does)."""
+    model = fit_logistic_regression(training, vector_column, reg_param, max_iter)
     margins = np.asarray(test_x, dtype=np.float64) @ model.coefficientMatrix.toArray().T
     return np.argmax(margins + model.interceptVector.toArray(), axis=1)
 
