@@ -146,6 +146,22 @@ def browser_page(failure_shots: Path):
             browser.close()
 
 
+def open_launch_dialog(page):
+    """*Materialize all…* once the button is done loading (a click while it loads opens nothing); the dialog."""
+    button = page.get_by_role("button", name="Materialize all…")
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+    for _ in range(3):
+        expect(button.get_by_role("progressbar")).to_have_count(0, timeout=60_000)
+        button.click()
+        try:
+            expect(dialog).to_be_visible(timeout=10_000)
+            return dialog
+        except AssertionError:
+            continue
+    expect(dialog).to_be_visible()
+    return dialog
+
+
 def wait_for_partitions(page, url: str) -> None:
     """Until the sensor's first tick has registered the sample's class folders as partitions."""
     page.goto(f"{url}/assets/raw_images?view=partitions")
@@ -351,8 +367,7 @@ def test_ui_backfill_of_every_class_is_one_run(dagster_dev, artifacts):
         page.goto(f"{dagster_dev.url}/locations/{LOCATION}/asset-groups/{GROUP}/lineage")
         for name in assets:
             expect(page.get_by_text(name, exact=True).first).to_be_visible()
-        page.get_by_role("button", name="Materialize all…").click()
-        dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+        dialog = open_launch_dialog(page)
         expect(dialog).to_contain_text(f"materialize {len(assets)} assets")
         dialog.get_by_role("button", name="All", exact=True).click()
         expect(dialog).to_contain_text(f"{len(SAMPLE_CLASSES)} partitions")
