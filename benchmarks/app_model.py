@@ -54,8 +54,9 @@ def main() -> int:
         "app_model_seconds": metadata["runtime_seconds"],
         "classes": metadata["classes"],
         "test_images": metadata["test_images"],
-        "reg_param": metadata["reg_param"],
-        "validation_accuracy_by_reg_param": metadata["validation_accuracy_by_reg_param"],
+        "classifier": metadata["classifier"],
+        "classifier_validation": metadata["classifier_validation"],
+        "training_images": metadata["training_images"],
         **{f"{variant}_{name}": metadata[f"{variant}_{name}"] for variant in ("float32", "int8") for name in FIGURES},
     }
     figures["int8_top1_points_below_float"] = round(

@@ -68,10 +68,15 @@ def first_error_line(result) -> str:
 
 
 def asset_names() -> list[str]:
-    """Every asset of the code location, upstream first."""
+    """Every asset of the code location in the pipeline's order: each before the assets it feeds, the longest
+    chain first (raw_images ... pca_features, then the assets that only read them)."""
     from fruits_platform.definitions import defs
 
-    return [key.to_user_string() for key in defs.resolve_asset_graph().toposorted_asset_keys]
+    graph = defs.resolve_asset_graph()
+    height: dict[AssetKey, int] = {}  # the longest path from the asset to one nothing reads
+    for key in reversed(graph.toposorted_asset_keys):
+        height[key] = 1 + max((height[child] for child in graph.get(key).child_keys), default=-1)
+    return [key.to_user_string() for key in sorted(height, key=lambda key: (-height[key], key.to_user_string()))]
 
 
 def materialize_classes(

@@ -12,7 +12,7 @@ import pytest
 from dagster import AssetKey, instance_for_test
 from PIL import Image
 
-from fruits_platform.ml.app_model import load_photos, train_classifier
+from fruits_platform.ml.app_model import CANDIDATES, HELD_OUT, load_photos, train_classifier, with_held_out
 from fruits_platform.ml.identify import MANIFEST, AppModel
 from fruits_platform.ml.images import decode_photo, decode_rgb
 from fruits_platform.runner import materialize_classes, register_classes
@@ -58,11 +58,30 @@ def test_float_model_reproduces_pca_features_and_the_classifier(built, spark):
     np.testing.assert_allclose(features, expected, atol=1e-3 * np.abs(expected).max())
     # The same classifier, fitted again on the same Training rows, predicts what the file predicts.
     training = spark.createDataFrame(pca_rows(out, "Training")[["uri", "label", "split", "sha256", "pca_features"]])
-    classifier = train_classifier(training)
+    fit = with_held_out(training).orderBy("label", "sha256", "uri").toPandas()
+    features = np.stack(fit["pca_features"].to_numpy())
+    classifier = train_classifier(sorted(CLASSES), fit["label"], features, fit[HELD_OUT])
     assert classifier.classes == model.classes == sorted(CLASSES)
     top1 = [classifier.classes[i] for i in classifier.probabilities(expected).argmax(axis=1)]
     assert [p.top(model.classes, 1)[0][0] for p in predictions] == top1
     assert np.mean(np.array(top1) == test["label"].to_numpy()) > 0.9  # real weights on real photos
+
+
+def test_the_classifier_is_chosen_on_held_out_training_images():
+    # Two classes on two rings around the origin: no linear boundary separates them, one hidden layer does.
+    rng = np.random.default_rng(0)
+    angles, labels = rng.uniform(0, 2 * np.pi, 400), np.repeat(["inner", "outer"], 200)
+    radii = np.where(labels == "inner", 1.0, 3.0) + rng.normal(0, 0.1, 400)
+    x = np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+    held_out = np.arange(400) % 4 == 0
+    classifier = train_classifier(["inner", "outer"], labels, x, held_out)
+    assert set(classifier.validation) == set(CANDIDATES) and classifier.training_images == 400
+    softmax, mlp = (classifier.validation[kind] for kind in CANDIDATES)
+    assert classifier.kind == "MLP 1024" and mlp["log_loss"] < softmax["log_loss"]
+    assert mlp["accuracy"] > 0.95 and softmax["accuracy"] < 0.75
+    assert np.mean(classifier.probabilities(x).argmax(axis=1) == (labels == "outer")) > 0.95
+    # Without held-out rows there is nothing to choose on: the simplest candidate.
+    assert train_classifier(["inner", "outer"], labels, x, np.zeros(400, bool)).kind == "softmax regression"
 
 
 def test_metadata_compares_the_variants(built):

@@ -28,7 +28,11 @@ def test_materialize_twice_gives_identical_datasets(tmp_path):
     args = ["materialize", "--data-root", str(data), "--output-root", str(tmp_path / "out"), "--weights", "random:0"]
     first = run_cli(args, tmp_path / "home")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "materialized" in first.stdout and "pca_features" in first.stdout
+    assert "materialized" in first.stdout
+    # The summary follows the pipeline: an asset's line before the lines of the assets it feeds.
+    pipeline = ["raw_images", "mobilenet_features", "feature_model", "scaled_features", "pca_features"]
+    summary = [line.split()[0] for line in first.stdout.splitlines() if line.startswith("  ")]
+    assert summary[:5] == pipeline and set(summary[5:]) >= {"feature_quality", "app_model"}, summary
     snapshot = {
         a: ds.dataset(str(tmp_path / "out" / a)).to_table().sort_by("uri")
         for a in ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]

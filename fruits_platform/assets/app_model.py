@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from fruits_platform.assets.common import EVERY_CLASS_ROWS, PER_CLASS, StepLauncherParam, Stopwatch
 from fruits_platform.ml.app_model import (
     FLOAT32,
+    HELD_OUT,
     INT8,
     VariantReport,
     app_keras_model,
@@ -20,6 +21,7 @@ from fruits_platform.ml.app_model import (
     read_photos,
     reduction_layer,
     train_classifier,
+    with_held_out,
 )
 from fruits_platform.ml.quality import evaluation_sample
 from fruits_platform.resources.model import AppModelSettings, MobileNetWeights
@@ -35,13 +37,13 @@ FLOAT_TOLERANCE = 1e-3
     ins={"pca_features": EVERY_CLASS_ROWS},
     io_manager_key="app_model_store",
     output_required=False,  # fewer than two classes with Training images: nothing to classify
-    kinds={"tensorflow", "pyspark.ml"},
+    kinds={"tensorflow", "keras"},
     tags={"layer": "app"},
-    code_version="1",
+    code_version="2",
     description=(
         "The app's model: one LiteRT file that takes a photo (RGB uint8 at the model's input size) and gives its "
-        "k PCA features (equal to `pca_features`) and the probabilities of every class, from a multinomial "
-        "logistic regression trained on the Training split's `pca_features` (its penalty chosen on held-out "
+        "k PCA features (equal to `pca_features`) and the probabilities of every class, from a classifier trained "
+        "on the Training split's `pca_features` (softmax regression or a one-hidden-layer MLP, chosen on held-out "
         "Training images). Two variants, float32 and 8-bit (calibrated on Training images), in "
         "`<output-root>/app_model/` with `manifest.json` (class names, input size, fingerprints). Measured on "
         "Test images: size, latency, top-1/top-5 accuracy, feature difference, confused pairs. Built on demand."
@@ -58,11 +60,13 @@ def app_model(
     stopwatch = Stopwatch()
     rows = pca_features.select("uri", "label", "split", "sha256", "pca_features")
     training = rows.where(F.col("split") == "Training")
-    try:
-        classifier = train_classifier(training)
-    except ValueError as error:
-        context.log.warning(f"no app model: {error}")
+    classes = sorted(row[0] for row in training.select("label").distinct().collect())
+    if len(classes) < 2:
+        context.log.warning(f"no app model: the classifier needs Training images of two classes, found {len(classes)}")
         return
+    fit = sample_rows(with_held_out(training), app.training_images)
+    context.log.info(f"training the classifier on {len(fit)} Training images of {len(classes)} classes")
+    classifier = train_classifier(classes, fit["label"], np.stack(fit["pca_features"].to_numpy()), fit[HELD_OUT])
     loaded = weights.load()
     kernel, bias = reduction_layer(
         feature_model.scaler.mean.toArray(), feature_model.scaler.std.toArray(), feature_model.pca.pc.toArray()
@@ -70,7 +74,7 @@ def app_model(
     keras_model = app_keras_model(loaded, kernel, bias, classifier)
     calibration = sample_rows(training, app.calibration_images)
     context.log.info(
-        f"classifier fitted (penalty {classifier.reg_param}); converting and calibrating on "
+        f"classifier: {classifier.kind} (validation {classifier.validation}); converting and calibrating on "
         f"{len(calibration)} Training images"
     )
     variants = {
@@ -101,7 +105,7 @@ def app_model(
         "outputs": {"pca_features": int(kernel.shape[1]), "probabilities": len(classifier.classes)},
         "weights": {"source": loaded.source, "fingerprint": loaded.fingerprint},
         "feature_model_fingerprint": feature_model.fingerprint,
-        "classifier": {"kind": "multinomial logistic regression", "reg_param": classifier.reg_param},
+        "classifier": classifier.kind,
         "variants": {
             variant: {"file": f"{name}-{variant}.tflite", "sha256": hashlib.sha256(flatbuffer).hexdigest()}
             for variant, flatbuffer in variants.items()
@@ -119,10 +123,11 @@ def app_model(
             "weights_source": MetadataValue.text(loaded.source),
             "weights_fingerprint": MetadataValue.text(loaded.fingerprint),
             "feature_model_fingerprint": MetadataValue.text(feature_model.fingerprint),
-            "reg_param": MetadataValue.float(classifier.reg_param),
-            "validation_accuracy_by_reg_param": MetadataValue.json(
-                {str(reg): round(value, 4) for reg, value in classifier.validation_accuracy.items()}
+            "classifier": MetadataValue.text(classifier.kind),
+            "classifier_validation": MetadataValue.json(
+                {kind: {k: round(v, 5) for k, v in figures.items()} for kind, figures in classifier.validation.items()}
             ),
+            "training_images": MetadataValue.int(classifier.training_images),
             "calibration_images": MetadataValue.int(len(calibration)),
             "test_images": MetadataValue.int(len(test)),
             **{key: value for report in reports.values() for key, value in variant_metadata(report).items()},

@@ -15,71 +15,92 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.ml.identify import AppModel
 from fruits_platform.ml.images import decode_rgb
 from fruits_platform.ml.mobilenet import ModelWeights, _keras, keras_model
-from fruits_platform.ml.quality import LABEL_INDEX, Scores, fit_logistic_regression, logistic_regression_predict, score
+from fruits_platform.ml.quality import Scores, score
 from fruits_platform.ml.reduction import validation_split
 from fruits_platform.sources import read_bytes
 
 PHOTO, FEATURES, PROBABILITIES = "photo", "pca_features", "probabilities"
 FLOAT32, INT8 = "float32", "int8"
-# L2 penalties tried for the classifier, chosen by accuracy on held-out Training images.
-REG_PARAMS = (1e-4, 1e-3, 1e-2)
-VECTOR = "app_vector"
-MAX_ITER = 200
+# The classifiers tried, by the widths of their hidden ReLU layers: the one with the lowest log-loss on held-out
+# Training images is refitted on every Training image.
+CANDIDATES = {"softmax regression": (), "MLP 1024": (1024,)}
+DROPOUT, EPOCHS, BATCH, SEED = 0.5, 20, 256, 0
+HELD_OUT = "held_out"
 
 
 @dataclass(frozen=True)
 class Classifier:
-    """A multinomial logistic regression on PCA features: probabilities = softmax(x @ coefficients.T + intercepts)."""
+    """A softmax classifier on PCA features, possibly with hidden ReLU layers: its dense layers' (kernel, bias)."""
 
     classes: list[str]
-    coefficients: np.ndarray  # (classes, k)
-    intercepts: np.ndarray  # (classes,)
-    reg_param: float
-    validation_accuracy: dict[float, float]  # by reg_param, on held-out Training images
+    kind: str
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    validation: dict[str, dict[str, float]]  # by candidate: accuracy and log-loss on held-out Training images
+    training_images: int
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        margins = np.asarray(features, dtype=np.float64) @ self.coefficients.T + self.intercepts
-        margins -= margins.max(axis=1, keepdims=True)
-        exp = np.exp(margins)
+        values = np.asarray(features, dtype=np.float64)
+        for index, (kernel, bias) in enumerate(self.layers):
+            values = values @ kernel + bias
+            if index < len(self.layers) - 1:
+                values = np.maximum(values, 0.0)
+        values -= values.max(axis=1, keepdims=True)
+        exp = np.exp(values)
         return exp / exp.sum(axis=1, keepdims=True)
 
 
-def train_classifier(training: DataFrame, reg_params: Iterable[float] = REG_PARAMS) -> Classifier:
-    """Fit the classifier on `training` (label, sha256, uri, pca_features): its penalty is the one with the best
-    accuracy on a held-out quarter of each class's Training images (`validation_split`), then refitted on all."""
-    classes = sorted(row[0] for row in training.select("label").distinct().collect())
+def with_held_out(training: DataFrame) -> DataFrame:
+    """`training` with a boolean `held_out` column: the rows that `validation_split` holds out."""
+    fit, held = validation_split(training)
+    return fit.withColumn(HELD_OUT, F.lit(False)).unionByName(held.withColumn(HELD_OUT, F.lit(True)))
+
+
+def classifier_head(keras, features, hidden: Iterable[int], classes: int, dropout: float = 0.0):
+    """The classifier's layers on a features tensor: hidden ReLU layers (with dropout while training), softmax."""
+    for index, units in enumerate(hidden):
+        features = keras.layers.Dense(units, activation="relu", name=f"hidden_{index}")(features)
+        if dropout:
+            features = keras.layers.Dropout(dropout, seed=SEED)(features)
+    return keras.layers.Dense(classes, activation="softmax", name=PROBABILITIES)(features)
+
+
+def fit_classifier(x: np.ndarray, y: np.ndarray, classes: int, hidden: Iterable[int]):
+    """One candidate trained with Adam on (x, y), deterministically (fixed seeds, rows in the given order)."""
+    keras = _keras()
+    keras.utils.set_random_seed(SEED)
+    inputs = keras.Input((x.shape[1],))
+    model = keras.Model(inputs, classifier_head(keras, inputs, hidden, classes, DROPOUT))
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0)
+    return [tuple(layer.get_weights()) for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+
+
+def train_classifier(classes: list[str], labels: Iterable[str], x: np.ndarray, held_out: np.ndarray) -> Classifier:
+    """Choose among `CANDIDATES` by log-loss on the `held_out` rows of (x, labels), Training images only, then
+    refit the chosen one on every row. Without held-out rows (classes of a few images), the simplest one."""
     if len(classes) < 2:
         raise ValueError(f"the classifier needs Training images of two classes, found {len(classes)}")
-    index = F.array_position(F.array(*[F.lit(c) for c in classes]), F.col("label")).cast("double") - 1
-    rows = training.select(
-        "label", "sha256", "uri", FEATURES, index.alias(LABEL_INDEX), array_to_vector(FEATURES).alias(VECTOR)
-    )
-    fit_rows, held_out = validation_split(rows)
-    held = held_out.select(LABEL_INDEX, FEATURES).toPandas()
-    accuracy = {}
-    if len(held):  # else (a class or two of a few images) the default penalty
-        held_x = np.stack(held[FEATURES].to_numpy()).astype(np.float64)
-        for reg_param in reg_params:
-            predicted = logistic_regression_predict(fit_rows, held_x, VECTOR, reg_param, MAX_ITER)
-            accuracy[reg_param] = float(np.mean(predicted == held[LABEL_INDEX].to_numpy()))
-    else:
-        accuracy = {REG_PARAMS[1]: 0.0}
-    best = max(accuracy, key=lambda reg: (accuracy[reg], reg))  # ties: the stronger penalty
-    model = fit_logistic_regression(rows, VECTOR, best, MAX_ITER)
-    return Classifier(
-        classes,
-        model.coefficientMatrix.toArray(),
-        model.interceptVector.toArray(),
-        best,
-        accuracy,
-    )
+    y = np.array([classes.index(label) for label in labels], dtype=np.int64)
+    x, held_out = np.asarray(x, dtype=np.float32), np.asarray(held_out, dtype=bool)
+    validation = {}
+    if held_out.any():
+        for kind, hidden in CANDIDATES.items():
+            layers = fit_classifier(x[~held_out], y[~held_out], len(classes), hidden)
+            probabilities = Classifier(classes, kind, layers, {}, 0).probabilities(x[held_out])
+            truth = probabilities[np.arange(held_out.sum()), y[held_out]]
+            validation[kind] = {
+                "accuracy": float(np.mean(probabilities.argmax(axis=1) == y[held_out])),
+                "log_loss": float(-np.mean(np.log(np.maximum(truth, 1e-12)))),
+            }
+    kind = min(validation, key=lambda k: validation[k]["log_loss"]) if validation else next(iter(CANDIDATES))
+    layers = fit_classifier(x, y, len(classes), CANDIDATES[kind])
+    return Classifier(classes, kind, layers, validation, len(y))
 
 
 def reduction_layer(mean: np.ndarray, std: np.ndarray, components: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,12 +120,13 @@ def app_keras_model(weights: ModelWeights, kernel: np.ndarray, bias: np.ndarray,
     inputs = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(photo)
     embedding = keras_model(weights)(inputs)
     features = keras.layers.Dense(kernel.shape[1], name=FEATURES)(embedding)
-    probabilities = keras.layers.Dense(len(classifier.classes), activation="softmax", name=PROBABILITIES)(features)
+    hidden = [kernel.shape[1] for kernel, _ in classifier.layers[:-1]]
+    probabilities = classifier_head(keras, features, hidden, len(classifier.classes))
     model = keras.Model(photo, {FEATURES: features, PROBABILITIES: probabilities})
     model.get_layer(FEATURES).set_weights([kernel, bias])
-    model.get_layer(PROBABILITIES).set_weights(
-        [classifier.coefficients.T.astype(np.float32), classifier.intercepts.astype(np.float32)]
-    )
+    names = [f"hidden_{index}" for index in range(len(hidden))] + [PROBABILITIES]
+    for name, layer_weights in zip(names, classifier.layers, strict=True):
+        model.get_layer(name).set_weights(list(layer_weights))
     return model
 
 

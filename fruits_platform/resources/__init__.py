@@ -76,6 +76,7 @@ def model_resources() -> dict:
             evaluation_max_images=_setting("FRUITS_QUALITY_MAX_IMAGES", 10_000),
         ),
         "app": AppModelSettings(
+            training_images=_setting("FRUITS_APP_TRAINING_IMAGES", 200_000),
             calibration_images=_setting("FRUITS_APP_CALIBRATION_IMAGES", 200),
             evaluation_images=_setting("FRUITS_APP_EVALUATION_IMAGES", 2000),
         ),

@@ -106,10 +106,17 @@ class ReductionSettings(ConfigurableResource):
 
 
 class AppModelSettings(ConfigurableResource):
-    """How the app's model is calibrated and measured (FRUITS_APP_CALIBRATION_IMAGES, FRUITS_APP_EVALUATION_IMAGES)."""
+    """How the app's model is calibrated and measured (FRUITS_APP_TRAINING_IMAGES, FRUITS_APP_CALIBRATION_IMAGES,
+    FRUITS_APP_EVALUATION_IMAGES)."""
 
     calibration_images: int = Field(
         default=200, ge=1, description="Training images that calibrate the 8-bit variant (a deterministic sample)"
+    )
+    training_images: int = Field(
+        default=200_000,
+        ge=0,
+        description="Training images the classifier is trained on, in the driver's memory (a deterministic sample; "
+        "0 = every one)",
     )
     evaluation_images: int = Field(
         default=2000,
