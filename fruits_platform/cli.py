@@ -10,6 +10,8 @@ import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import pydantic
+
 from fruits_platform.releases import DEFAULT_RELEASE
 from fruits_platform.sources import DEFAULT_OUTPUT_ROOT
 
@@ -209,11 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except Exception as error:  # anything unexpected still ends with one clear line
-        print(
-            f"error: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
-            file=sys.stderr,
-        )
+        print(f"error: {type(error).__name__}: {first_line(error)}", file=sys.stderr)
         return 1
+
+
+def first_line(error: Exception) -> str:
+    """The error's message in one line; a setting's validation error names the setting and what is wrong."""
+    if isinstance(error, pydantic.ValidationError):
+        return "; ".join(f"{error.title}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    return str(error).strip().splitlines()[0] if str(error).strip() else ""
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """The code location loads, and the sensor registers the class folders as partitions."""
 
+import pydantic
+import pytest
 from dagster import AssetKey, build_sensor_context
 
+from fruits_platform.cli import first_line
 from fruits_platform.definitions import defs
 from fruits_platform.partitions import fruit_classes, unusable_key_reason
+from fruits_platform.resources import model_resources
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, SAMPLE_ROOT
 
@@ -42,3 +46,17 @@ def test_untrusted_class_names():
     assert unusable_key_reason("x/y") == "path-like name"
     assert "'...'" in unusable_key_reason("wait...")
     assert "','" in unusable_key_reason("a,b")
+
+
+def test_settings_from_the_environment_are_checked_with_their_real_values(monkeypatch):
+    monkeypatch.setenv("FRUITS_PCA_VARIANCE", "0.9")
+    monkeypatch.setenv("FRUITS_APP_CALIBRATION_IMAGES", "1000")
+    settings = model_resources()
+    assert settings["reduction"].variance_threshold == 0.9 and settings["app"].calibration_images == 1000
+    monkeypatch.setenv("FRUITS_PCA_VARIANCE", "ninety")
+    with pytest.raises(ValueError, match="^FRUITS_PCA_VARIANCE must be a number, got 'ninety'$"):
+        model_resources()
+    monkeypatch.setenv("FRUITS_PCA_VARIANCE", "1.5")
+    with pytest.raises(pydantic.ValidationError) as raised:
+        model_resources()
+    assert first_line(raised.value) == "ReductionSettings.variance_threshold: Input should be less than or equal to 1"

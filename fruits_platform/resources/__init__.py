@@ -49,14 +49,17 @@ LOCAL_SPARK_CONFIG = {
 
 
 def _setting(name: str, default):
-    """An EnvVar when the variable is set (shown as such in the UI), else the default."""
+    """The variable's value when it is set, else the default: text as an EnvVar (shown as such in the UI),
+    numbers parsed here, so that the resource's bounds check the real value (an EnvVar.int is 0 until a run)."""
     if name not in os.environ:
         return default
-    return (
-        EnvVar.int(name)
-        if isinstance(default, int) and not isinstance(default, bool)
-        else (EnvVar.float(name) if isinstance(default, float) else EnvVar(name))
-    )
+    if isinstance(default, bool) or not isinstance(default, int | float):
+        return EnvVar(name)
+    try:
+        return type(default)(os.environ[name])
+    except ValueError:
+        kind = "an integer" if isinstance(default, int) else "a number"
+        raise ValueError(f"{name} must be {kind}, got {os.environ[name]!r}") from None
 
 
 def model_resources() -> dict:
