@@ -126,6 +126,18 @@ def test_identify_answers_photos_and_refuses_a_broken_one_without_spark_or_tenso
     assert answered.startswith(f"{photo}: {test['label'][0]} ")
     assert len(answered.split(", ")) == 3
     assert refused.startswith(f"{broken}: not identified: corrupt")
+    missing = tmp_path / "no model here"
+    done = subprocess.run(
+        [sys.executable, "-m", "fruits_platform.cli", "identify", str(photo), "--model", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: no app model at {missing}: materialize app_model, or pass --model with its folder or .tflite file"
+    )
 
 
 def test_exif_orientation_is_applied():

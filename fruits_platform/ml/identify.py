@@ -61,6 +61,10 @@ class AppModel:
     @classmethod
     def load(cls, path: str, variant: str = DEFAULT_VARIANT, threads: int = 1) -> AppModel:
         """`path`: the app_model folder (its `variant`) or one of its .tflite files (manifest.json beside it)."""
+        if not os.path.exists(path):
+            raise AppModelError(
+                f"no app model at {path}: materialize app_model, or pass --model with its folder or .tflite file"
+            )
         folder, file = (path, None) if os.path.isdir(path) else (os.path.dirname(path), path)
         try:
             with open(os.path.join(folder, MANIFEST)) as handle:
