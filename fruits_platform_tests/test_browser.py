@@ -94,8 +94,12 @@ def dagster_dev(tmp_path, real_weights_path, artifacts, request):
         },
     }
     log_path = tmp_path / "dagster_dev.log"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    # No "Join the Dagster community" modal: it opens a second after the first page load, over any dialog.
+    (home / "dagster.yaml").write_text("nux:\n  enabled: false\n")
     try:
-        with running_dagster_dev(tmp_path / "dagster_home", env, log_path=log_path) as server:
+        with running_dagster_dev(home, env, log_path=log_path) as server:
             yield server
     finally:
         if log_path.exists():
@@ -120,22 +124,15 @@ def metadata_value(page, key: str) -> str:
     return row.locator("td").nth(1).inner_text().strip()
 
 
-def dismiss_welcome(tab):
-    # A fresh DAGSTER_HOME greets the first visit with a newsletter modal: dismiss it whenever it shows.
-    welcome = tab.get_by_role("dialog").filter(has_text="Join the Dagster community")
-    tab.add_locator_handler(welcome, lambda dialog: dialog.get_by_role("button", name="Skip").click())
-
-
 @contextmanager
 def browser_page(failure_shots: Path):
-    """Headless Chromium: (context, a first page that dismisses Dagster's welcome modal); on an error, a
-    screenshot of every open page to `failure_shots`_<n>.png."""
+    """Headless Chromium: (context, a first page); on an error, a screenshot of every open page to
+    `failure_shots`_<n>.png."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1800, "height": 1000})
         context.set_default_timeout(30_000)
         page = context.new_page()
-        dismiss_welcome(page)
         try:
             yield context, page
         except Exception:
@@ -253,7 +250,6 @@ def test_ui_end_to_end(dagster_dev, artifacts):
         with context.expect_page() as opened:
             graph_page.get_by_role("link", name=short_id).first.click()
         page = opened.value
-        dismiss_welcome(page)
         page.wait_for_url(re.compile(rf"/runs/{short_id}[0-9a-f-]{{28}}"))
         graph_page.close()
         run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
@@ -261,7 +257,6 @@ def test_ui_end_to_end(dagster_dev, artifacts):
 
         # 4. While it runs: each asset's page explains it (description, group, owner, columns, lineage).
         guide = context.new_page()
-        dismiss_welcome(guide)
         for name in assets:
             node = graph.get(AssetKey(name))
             guide.goto(f"{dagster_dev.url}/assets/{name}?view=overview")
