@@ -32,7 +32,7 @@ from fruits_platform.resources import local_resources
 from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
 from fruits_platform.runner import first_error_line, latest_metadata, materialize_classes, register_classes
 from fruits_platform.sources import class_dir_name, list_class_files
-from fruits_platform.spark.datasets import PartitionedDataset
+from fruits_platform.spark.datasets import MissingPartitionError, PartitionedDataset
 from fruits_platform_tests.conftest import SAMPLE_ROOT, copy_classes
 from fruits_platform_tests.corpus import bad_and_odd_files, write_corpus
 
@@ -370,11 +370,13 @@ def test_python_worker_killed_mid_task_is_retried_and_the_result_is_complete(wor
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    from fruits_platform.spark.featurize import class_sizes, embed_images
+    from fruits_platform.spark.featurize import catalogue_and_embed
+    from fruits_platform.sources import ImageFile
 
     features = table(world["out"] / "mobilenet_features")
     model = MobileNetWeights(weights=WEIGHTS, image_size=SIZE).compiled()  # the world's (cached in this process)
-    images = spark.createDataFrame(features.select(["uri", "label", "split", "sha256"]).to_pandas())
+    catalogue = table(world["out"] / "raw_images").to_pylist()
+    files = [ImageFile(row["uri"], row["label"], row["split"]) for row in catalogue]
 
     @pandas_udf("int")
     def kill_first_attempt(uris: pd.Series, vectors: pd.Series) -> pd.Series:
@@ -383,16 +385,16 @@ def test_python_worker_killed_mid_task_is_retried_and_the_result_is_complete(wor
             os.kill(os.getpid(), signal.SIGKILL)  # this Python worker dies in the middle of its task
         return vectors.map(len)
 
-    broadcast = spark.sparkContext.broadcast(model)
-    sizes = class_sizes(images)
+    broadcast, known = spark.sparkContext.broadcast(model), spark.sparkContext.broadcast(frozenset())
     group = f"worker-kill-{time.time_ns()}"
     spark.sparkContext.setJobGroup(group, "worker kill test")
     try:
-        embedded = embed_images(spark, images, sizes, broadcast)
+        embedded = catalogue_and_embed(spark, files, broadcast, known).where(F.col("status") == "ok")
         rows = embedded.withColumn("dim", kill_first_attempt(F.col("uri"), F.col("features"))).collect()
     finally:
         spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
         broadcast.unpersist()
+        known.unpersist()
     tracker = spark.sparkContext.statusTracker()
     stages = [s for j in tracker.getJobIdsForGroup(group) for s in tracker.getJobInfo(j).stageIds]
     infos = [tracker.getStageInfo(s) for s in stages]  # None: a stage skipped (its shuffle output was reused)
@@ -576,9 +578,15 @@ def test_class_registered_from_another_data_root_fails_and_says_why(spark, tmp_p
 
 
 def test_missing_upstream_data_fails_naming_the_path_and_the_fix(spark, tmp_path):
-    assert first_error_of_one_class(tmp_path, "mobilenet_features", "Banana") == (
-        f"mobilenet_features: file://{tmp_path}/out/raw_images has no data for 1 class(es): 'Banana': materialize "
-        "raw_images for them first, or set FRUITS_OUTPUT_ROOT to the output root they were written to"
+    assert first_error_of_one_class(tmp_path, "scaled_features", "Banana") == (
+        f"scaled_features: No fitted model at file://{tmp_path}/out/feature_model: materialize feature_model first, "
+        "or set FRUITS_OUTPUT_ROOT to the output root it was written to"
+    )
+    with pytest.raises(MissingPartitionError) as missing:
+        PartitionedDataset(spark, str(tmp_path / "out" / "mobilenet_features")).read(["Banana"])
+    assert str(missing.value) == (
+        f"file://{tmp_path}/out/mobilenet_features has no data for 1 class(es): 'Banana': materialize "
+        "mobilenet_features for them first, or set FRUITS_OUTPUT_ROOT to the output root they were written to"
     )
 
 
@@ -602,41 +610,71 @@ def first_error_of_one_class(tmp_path, asset: str, label: str) -> str:
     return first_error_line(result)
 
 
-def test_file_replaced_after_the_catalogue_is_not_embedded_under_its_old_hash(spark, tmp_path):
-    from dagster import AssetKey, materialize
+def test_each_file_is_read_once_and_its_vector_is_of_the_bytes_whose_hash_is_recorded(tmp_path):
+    import hashlib
 
-    from fruits_platform.definitions import defs
+    from fruits_platform.spark.featurize import catalogue_and_embed_batch
 
-    data = copy_classes(tmp_path / "data", ["Banana"], per_split=2)
+    model = MobileNetWeights(weights=WEIGHTS, image_size=SIZE).compiled()
+    extractor = model.extractor()
+    extractor.batch_size = 2
+    given = []
+
+    def featurizer():
+        return extractor
+
+    featurize = extractor.featurize_bytes
+    extractor.featurize_bytes = lambda blobs: given.append(list(blobs)) or featurize(blobs)
+
+    images = sorted((SAMPLE_ROOT / "Training" / "Banana").iterdir())[:4]
+    other = next((SAMPLE_ROOT / "Training" / "Lemon").iterdir()).read_bytes()
+    (tmp_path / "notes.txt").write_text("not an image")
+    uris = [str(path) for path in images] + [str(tmp_path / "notes.txt")]
+    reads = []
+
+    def read(uri):  # the file is replaced right after it is read: a second read would see the Lemon
+        reads.append(uri)
+        return Path(uri).read_bytes() if reads.count(uri) == 1 else other
+
+    known = frozenset([hashlib.sha256(images[0].read_bytes()).hexdigest()])
+    records, vectors = catalogue_and_embed_batch(uris, known, featurizer, read)
+
+    assert reads == uris  # one read per file
+    assert [r["status"] for r in records] == ["ok"] * 4 + ["rejected"]
+    assert vectors[0] is None and vectors[4] is None  # embedded before / not an image: no model call
+    assert [len(blobs) for blobs in given] == [2, 1]  # a model batch of files at a time
+    embedded = [blob for blobs in given for blob in blobs]
+    assert [hashlib.sha256(blob).hexdigest() for blob in embedded] == [r["sha256"] for r in records[1:4]]
+    np.testing.assert_allclose(np.stack(vectors[1:4]), featurize([p.read_bytes() for p in images[1:]]), atol=1e-6)
+
+    built = []
+    records, vectors = catalogue_and_embed_batch(uris[:1], known, lambda: built.append(1) or extractor)
+    assert vectors == [None] and built == []  # nothing new: the model is not even built
+
+
+def test_a_replaced_file_is_embedded_again_under_its_new_hash(spark, tmp_path):
+    import hashlib
+
+    from dagster import AssetKey, AssetRecordsFilter
+
+    data = copy_classes(tmp_path / "data", ["Banana", "Lemon"], per_split=2)
     replaced = sorted((data / "Training" / "Banana").iterdir())[0]
     (tmp_path / "home").mkdir()
     with instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
-        instance.add_dynamic_partitions("fruit_classes", ["Banana"])
-
-        def run(asset):
-            return materialize(
-                defs.assets,
-                selection=[asset],
-                instance=instance,
-                resources=resources(data, tmp_path / "out"),
-                partition_key="Banana",
-            )
-
-        run("raw_images")
-        replaced.write_bytes(next((SAMPLE_ROOT / "Training" / "Lemon").iterdir()).read_bytes())
-        result = run("mobilenet_features")
-        metadata = instance.get_latest_materialization_event(AssetKey("mobilenet_features")).asset_materialization
-    assert metadata.metadata["images_changed_since_catalogue"].value == 1
-    assert (
-        f"| `{replaced}` | changed_since_catalogue: the file was replaced or removed after raw_images catalogued it "
-        "(its bytes no longer have the recorded SHA-256): re-materialize raw_images for its class |"
-        in metadata.metadata["changed_files"].value
-    )
-    embedded = table(tmp_path / "out" / "mobilenet_features")
-    assert embedded.num_rows == 3 and str(replaced) not in embedded.column("uri").to_pylist()
-    checks = {
-        e.event_specific_data.check_name: e.event_specific_data.passed
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
-    assert checks["one_row_per_ok_image"] is False  # the catalogue no longer describes the folder
+        selected, _ = register_classes(instance, str(data))
+        materialize_classes(instance, resources(data, tmp_path / "out"), selected, evaluate=False)
+        content = next((SAMPLE_ROOT / "Training" / "Strawberry").iterdir()).read_bytes()
+        replaced.write_bytes(content)
+        materialize_classes(instance, resources(data, tmp_path / "out"), selected, evaluate=False)
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(AssetKey("mobilenet_features"), asset_partitions=["Banana"]), limit=1
+        ).records
+    metadata = records[0].asset_materialization.metadata  # the class's own figures, in a run over both
+    assert metadata["images_embedded"].value == 1 and metadata["images_reused"].value == 3
+    digest = hashlib.sha256(content).hexdigest()
+    [row] = [r for r in table(tmp_path / "out" / "raw_images").to_pylist() if r["uri"] == str(replaced)]
+    assert row["sha256"] == digest
+    [row] = [r for r in table(tmp_path / "out" / "mobilenet_features").to_pylist() if r["uri"] == str(replaced)]
+    expected = MobileNetWeights(weights=WEIGHTS, image_size=SIZE).compiled().extractor().featurize_bytes([content])
+    assert row["sha256"] == digest
+    np.testing.assert_allclose(np.asarray(row["features"]), expected[0], atol=1e-5)

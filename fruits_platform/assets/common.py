@@ -44,14 +44,14 @@ OWNERS = ["team:data-platform"]
 # Per-class assets: one run covers a whole backfill (one SparkSession, one Spark job per asset); one step at a
 # time in the outputs pool (fruits_platform/concurrency.py);
 # a step failed by an unreachable storage (Failure with allow_retries) is retried after a pause.
-PER_CLASS = dict(
+PER_CLASS_STEP = dict(
     partitions_def=fruit_classes,
     backfill_policy=BackfillPolicy.single_run(),
     group_name=GROUP,
-    owners=OWNERS,
     retry_policy=RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL),
     pool=OUTPUTS_POOL,
 )
+PER_CLASS = dict(**PER_CLASS_STEP, owners=OWNERS)
 
 
 # Typed inputs from the per-class datasets (resources/class_datasets.py): the rows of the run's classes; or, for
@@ -139,11 +139,19 @@ def write_summarized(
 
 
 def add_class_metadata(
-    context, dataset, labels: list[str], version_columns: list[str], salt: str = "", known=None, **aggregates
+    context,
+    dataset,
+    labels: list[str],
+    version_columns: list[str],
+    salt: str = "",
+    known=None,
+    asset_key: str | None = None,
+    **aggregates,
 ) -> None:
     """In a run over several classes, each class's own figures on its partition's materialization (else
     Dagster gives every partition the run's totals): row count, `class_data_version` (its content), the
-    `aggregates` ({name: column}) of its written rows, and `known` ({name: {class: value}}) figures."""
+    `aggregates` ({name: column}) of its written rows, and `known` ({name: {class: value}}) figures; `asset_key`:
+    which asset of a multi-asset."""
     if len(labels) < 2:
         return  # the run's figures are the class's
     found = (
@@ -162,7 +170,7 @@ def add_class_metadata(
         figures = {name: row[name] if row else 0 for name in ["dagster/row_count", *aggregates]}
         figures.update({name: values.get(label, 0) for name, values in (known or {}).items()})
         figures["class_data_version"] = data_version(row["_v"] if row else None, salt).value
-        context.add_asset_metadata(figures, partition_key=label)
+        context.add_asset_metadata(figures, asset_key=asset_key, partition_key=label)
 
 
 def content_version(frame: DataFrame, columns: list[str], salt: str = "") -> DataVersion:

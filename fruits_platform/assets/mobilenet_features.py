@@ -1,33 +1,19 @@
-"""`mobilenet_features`: one 1280-d MobileNetV2 embedding per `ok` image of a fruit class."""
+"""`mobilenet_features`: one 1280-d MobileNetV2 embedding per `ok` image of a fruit class (computed with the
+catalogue, in `catalogue_and_embed`: each file is read once)."""
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSpec,
-    AssetExecutionContext,
-    MaterializeResult,
-    MetadataValue,
-    asset,
-)
-from dagster_pyspark import LazyPySparkResource
+from dagster import AssetCheckResult, AssetCheckSpec, AssetSpec, MaterializeResult, MetadataValue
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
-    CLASS_ROWS,
-    PER_CLASS,
-    add_class_metadata,
-    StepLauncherParam,
+    OWNERS,
     Stopwatch,
+    add_class_metadata,
     column_schema,
-    progress_logger,
     run_metadata,
-    storage_failures,
     write_summarized,
 )
-from fruits_platform.ml.mobilenet import FEATURE_DIM
-from fruits_platform.resources.model import MobileNetWeights
-from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.spark.featurize import UriList, class_sizes, embed_images, whole_classes
+from fruits_platform.ml.mobilenet import FEATURE_DIM, CompiledModel, ModelWeights
 
 SCHEMA = column_schema(
     {
@@ -39,7 +25,31 @@ SCHEMA = column_schema(
         ),
     }
 )
+COLUMNS = ["uri", "label", "split", "sha256", "features"]
 CHECK_FINITE = "features_are_finite_1280d"
+CHECK_ONE_ROW = "one_row_per_ok_image"
+
+MOBILENET_FEATURES = AssetSpec(
+    "mobilenet_features",
+    deps=["raw_images"],
+    kinds={"spark", "tensorflow", "parquet"},
+    tags={"layer": "features"},
+    code_version="1",
+    owners=OWNERS,
+    metadata={"dagster/column_schema": SCHEMA},
+    description=(
+        "MobileNetV2 embeddings (1280 values, include_top=False, average pooling, 224x224 by default) of "
+        "every `ok` image in `raw_images`, computed by Spark from the same read of the file as its catalogue "
+        "row (the vector is of the bytes whose SHA-256 the row holds), with the model built once per worker "
+        "from broadcast weights (run by LiteRT by default, or Keras: `engine` in the metadata). Images whose "
+        "content (SHA-256) was already embedded with the same weights and settings are reused, not run "
+        "through the model again (`images_embedded` counts the model's work)."
+    ),
+)
+CHECKS = [
+    AssetCheckSpec(CHECK_FINITE, asset="mobilenet_features", description="Every vector has 1280 finite values"),
+    AssetCheckSpec(CHECK_ONE_ROW, asset="mobilenet_features", description="Exactly one row per ok image"),
+]
 
 
 def has_non_finite(column: str):
@@ -50,99 +60,69 @@ def has_non_finite(column: str):
     return F.isnan(largest) | (largest == float("inf")) | (smallest == float("-inf"))
 
 
-CHECK_ONE_ROW = "one_row_per_ok_image"
-CHANGED_REASON = (
-    "the file was replaced or removed after raw_images catalogued it (its bytes no longer have the recorded "
-    "SHA-256): re-materialize raw_images for its class"
-)
+def known_features(previous: DataFrame | None, signature: str) -> DataFrame | None:
+    """(sha256, features) of the images embedded before with the model of `signature`, from the classes'
+    previous `mobilenet_features` (None: none written yet)."""
+    if previous is None or "model_signature" not in previous.columns:
+        return None
+    return previous.where(F.col("model_signature") == signature).select("sha256", "features").dropDuplicates(["sha256"])
 
 
-@asset(
-    **PER_CLASS,
-    ins={"raw_images": CLASS_ROWS},
-    kinds={"spark", "tensorflow", "parquet"},
-    tags={"layer": "features"},
-    code_version="1",
-    metadata={"dagster/column_schema": SCHEMA},
-    check_specs=[
-        AssetCheckSpec(CHECK_FINITE, asset="mobilenet_features", description="Every vector has 1280 finite values"),
-        AssetCheckSpec(CHECK_ONE_ROW, asset="mobilenet_features", description="Exactly one row per ok image"),
-    ],
-    description=(
-        "MobileNetV2 embeddings (1280 values, include_top=False, average pooling, 224x224 by default) of "
-        "every `ok` image in `raw_images`, computed by Spark with the model built once per worker from "
-        "broadcast weights (run by LiteRT by default, or Keras: `engine` in the metadata). Images whose "
-        "content (SHA-256) was already embedded with the same weights and "
-        "settings are reused, not run through the model again (`images_embedded` counts the model's work)."
-    ),
-)
-def mobilenet_features(
-    context: AssetExecutionContext,
-    spark: LazyPySparkResource,
-    pyspark_step_launcher: StepLauncherParam,
-    storage: FruitsStorage,
-    weights: MobileNetWeights,
-    raw_images: DataFrame,
+def features_result(
+    context,
+    stopwatch: Stopwatch,
+    dataset,
+    rows: DataFrame,
+    known: DataFrame | None,
+    labels: list[str],
+    grouped: bool,
+    weights: ModelWeights,
+    model: CompiledModel,
+    batch_size: int | None,
 ) -> MaterializeResult:
-    stopwatch = Stopwatch()
-    labels = list(context.partition_keys)
-    session = spark.spark_session
-    model_weights = weights.load()
-    model = weights.compiled()
-    signature = model.signature
-
-    images = raw_images.where(F.col("status") == "ok").select("uri", "label", "split", "sha256")
-    dataset = storage.dataset(session, "mobilenet_features")
-    previous = dataset.read_existing(labels)
-    if previous is not None and "model_signature" in previous.columns:
-        known = (
-            previous.where(F.col("model_signature") == signature)
-            .select("sha256", "features")
-            .dropDuplicates(["sha256"])
-        )
-        to_embed = images.join(known, "sha256", "left_anti")
-        reused = images.join(known, "sha256", "inner")
-    else:
-        to_embed, reused = images, None
-    sizes = class_sizes(images)
-    embed_sizes = sizes if reused is None else class_sizes(to_embed)
+    """Write a vector per `ok` row of `rows` (the one computed in the pass, else the one in `known`) as
+    `mobilenet_features`; its materialization, checks and each class's own figures. `grouped`: whether `rows`'
+    partitions hold whole classes."""
+    ok = rows.where(F.col("status") == "ok").select(*COLUMNS)
+    features = ok.where(F.col("features").isNotNull())
+    if known is not None:
+        reused = ok.where(F.col("features").isNull()).drop("features").join(known, "sha256")
+        features, grouped = features.unionByName(reused), False
+    counts = {
+        row["label"]: row
+        for row in ok.groupBy("label").agg(F.count("*").alias("ok"), F.count("features").alias("embedded")).collect()
+    }
+    sizes = {label: counts[label]["ok"] if label in counts else 0 for label in labels}
+    embed_sizes = {label: counts[label]["embedded"] if label in counts else 0 for label in labels}
     total, embed_count = sum(sizes.values()), sum(embed_sizes.values())
-    context.log.info(
-        f"{total} ok image(s) in {len(labels)} class(es): {embed_count} to embed, {total - embed_count} reused; "
-        f"weights {model_weights.source} ({model_weights.fingerprint}), {model_weights.image_size}px, "
-        f"engine {model.engine}"
+    stats, version = write_summarized(
+        dataset,
+        features.select(*COLUMNS, F.lit(model.signature).alias("model_signature")),
+        labels,
+        ["uri", "sha256"],
+        salt=model.signature,
+        grouped=grouped,
+        rows=F.count("*"),
+        distinct_uris=F.size(F.collect_set("uri")),
+        min_dim=F.coalesce(F.min(F.size("features")), F.lit(FEATURE_DIM)),
+        max_dim=F.coalesce(F.max(F.size("features")), F.lit(FEATURE_DIM)),
+        bad=F.sum(has_non_finite("features").cast("int")),
     )
-
-    broadcast = session.sparkContext.broadcast(model)
-    progress = session.sparkContext.accumulator(0)
-    changed = session.sparkContext.accumulator([], UriList())
-    embedded = embed_images(session, to_embed, embed_sizes, broadcast, progress, weights.batch_size, changed)
-    features = embedded if reused is None else embedded.unionByName(reused)
-    # Without reused rows to add, the embedding tasks may hold whole classes: then no shuffle before the write.
-    grouped = reused is None and whole_classes(session, embed_sizes)
-    with progress_logger(context.log, embed_count, progress), storage_failures():
-        stats, version = write_summarized(
-            dataset,
-            features.select("uri", "label", "split", "sha256", "features", F.lit(signature).alias("model_signature")),
-            labels,
-            ["uri", "sha256"],
-            salt=signature,
-            grouped=grouped,
-            rows=F.count("*"),
-            distinct_uris=F.size(F.collect_set("uri")),
-            min_dim=F.coalesce(F.min(F.size("features")), F.lit(FEATURE_DIM)),
-            max_dim=F.coalesce(F.max(F.size("features")), F.lit(FEATURE_DIM)),
-            bad=F.sum(has_non_finite("features").cast("int")),
-        )
-    broadcast.unpersist()
-    changed_uris = sorted(set(changed.value))  # a retried task adds its uris again
-    if changed_uris:
-        context.log.warning(f"{len(changed_uris)} image(s) not embedded: {CHANGED_REASON}")
-    reused_sizes = {label: sizes[label] - embed_sizes.get(label, 0) for label in sizes}
-    known = {"images_ok": sizes, "images_embedded": embed_sizes, "images_reused": reused_sizes}
-    add_class_metadata(context, dataset, labels, ["uri", "sha256"], salt=signature, known=known)
+    context.log.info(f"{total} ok image(s): {embed_count} embedded, {total - embed_count} reused")
+    reused_sizes = {label: sizes[label] - embed_sizes[label] for label in labels}
+    per_class = {"images_ok": sizes, "images_embedded": embed_sizes, "images_reused": reused_sizes}
+    add_class_metadata(
+        context,
+        dataset,
+        labels,
+        ["uri", "sha256"],
+        salt=model.signature,
+        known=per_class,
+        asset_key="mobilenet_features",
+    )
     non_finite = stats["bad"] or 0
     return MaterializeResult(
+        asset_key="mobilenet_features",
         metadata=run_metadata(
             stopwatch,
             stats["rows"],
@@ -150,26 +130,21 @@ def mobilenet_features(
             images_ok=MetadataValue.int(total),
             images_embedded=MetadataValue.int(embed_count),
             images_reused=MetadataValue.int(total - embed_count),
-            weights_source=MetadataValue.text(model_weights.source),
-            weights_fingerprint=MetadataValue.text(model_weights.fingerprint),
-            image_size=MetadataValue.int(model_weights.image_size),
+            weights_source=MetadataValue.text(weights.source),
+            weights_fingerprint=MetadataValue.text(weights.fingerprint),
+            image_size=MetadataValue.int(weights.image_size),
             engine=MetadataValue.text(model.engine),
-            batch_size=MetadataValue.int(model.batch_size(weights.batch_size)),
-            images_changed_since_catalogue=MetadataValue.int(len(changed_uris)),
-            changed_files=MetadataValue.md(
-                "| file | reason |\n|---|---|\n"
-                + "\n".join(f"| `{uri}` | changed_since_catalogue: {CHANGED_REASON} |" for uri in changed_uris[:50])
-            )
-            if changed_uris
-            else MetadataValue.text("none"),
+            batch_size=MetadataValue.int(model.batch_size(batch_size)),
         ),
         check_results=[
             AssetCheckResult(
+                asset_key="mobilenet_features",
                 check_name=CHECK_FINITE,
                 passed=bool(stats["min_dim"] == stats["max_dim"] == FEATURE_DIM and non_finite == 0),
                 metadata={"min_dim": stats["min_dim"], "max_dim": stats["max_dim"], "rows_with_nan_or_inf": non_finite},
             ),
             AssetCheckResult(
+                asset_key="mobilenet_features",
                 check_name=CHECK_ONE_ROW,
                 passed=bool(stats["rows"] == stats["distinct_uris"] == total),
                 metadata={"rows": stats["rows"], "distinct_uris": stats["distinct_uris"], "ok_images": total},

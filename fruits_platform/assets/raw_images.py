@@ -1,22 +1,19 @@
-"""`raw_images`: the catalogue of every file of a fruit class, valid or not."""
+"""`raw_images`: the catalogue of every file of a fruit class, valid or not (computed with the embeddings, in
+`catalogue_and_embed`: each file is read once)."""
 
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
-from dagster_pyspark import LazyPySparkResource
+from dagster import AssetSpec, MaterializeResult, MetadataValue
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
-    PER_CLASS,
-    add_class_metadata,
-    StepLauncherParam,
+    OWNERS,
     Stopwatch,
+    add_class_metadata,
     column_schema,
-    progress_logger,
     run_metadata,
-    storage_failures,
     write_summarized,
 )
-from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.spark.featurize import catalogue_images, listing_sizes, whole_classes
+from fruits_platform.spark.featurize import CATALOGUE_COLUMNS
 
 SCHEMA = column_schema(
     {
@@ -30,13 +27,14 @@ SCHEMA = column_schema(
         "reason": ("string", "Why the file was rejected (kind: detail), null when ok"),
     }
 )
+VERSION_COLUMNS = ["uri", "sha256", "status"]
 
-
-@asset(
-    **PER_CLASS,
+RAW_IMAGES = AssetSpec(
+    "raw_images",
     kinds={"spark", "parquet"},
     tags={"layer": "catalogue"},
     code_version="1",
+    owners=OWNERS,
     metadata={"dagster/column_schema": SCHEMA},
     description=(
         "Catalogue of every file in a fruit class folder, over both splits (Training, Test): where it is, "
@@ -44,50 +42,39 @@ SCHEMA = column_schema(
         "`rejected` with the precise reason (empty, truncated, not an image, wrong format, too large...)."
     ),
 )
-def raw_images(
-    context: AssetExecutionContext,
-    spark: LazyPySparkResource,
-    pyspark_step_launcher: StepLauncherParam,
-    storage: FruitsStorage,
+
+
+def catalogue_result(
+    context, stopwatch: Stopwatch, dataset, rows: DataFrame, labels: list[str], grouped: bool
 ) -> MaterializeResult:
-    stopwatch = Stopwatch()
-    labels = list(context.partition_keys)
-    session = spark.spark_session
-    files = storage.class_files(labels)
-    dataset = storage.dataset(session, "raw_images")
-    progress = session.sparkContext.accumulator(0)
-    with progress_logger(context.log, len(files), progress, label="files"), storage_failures():
-        stats, version = write_summarized(
-            dataset,
-            catalogue_images(session, files, progress),
-            labels,
-            ["uri", "sha256", "status"],
-            grouped=whole_classes(session, listing_sizes(files)),  # as catalogue_images spread them
-            rows=F.count("*"),
-            ok=F.count(F.when(F.col("status") == "ok", 1)),
-        )
+    """Write the catalogue columns of `rows` (one per file of the run's classes) as `raw_images`; its
+    materialization, with each class's own figures."""
+    stats, version = write_summarized(
+        dataset,
+        rows.select(*CATALOGUE_COLUMNS),
+        labels,
+        VERSION_COLUMNS,
+        grouped=grouped,
+        rows=F.count("*"),
+        ok=F.count(F.when(F.col("status") == "ok", 1)),
+    )
     ok, rejected_count = stats["ok"], stats["rows"] - stats["ok"]
     is_ok = F.col("status") == "ok"
     add_class_metadata(
         context,
         dataset,
         labels,
-        ["uri", "sha256", "status"],
+        VERSION_COLUMNS,
+        asset_key="raw_images",
         images_ok=F.count(F.when(is_ok, 1)),
         images_rejected=F.count(F.when(~is_ok, 1)),
     )
     rejected = []
     if rejected_count:
-        rejected = (
-            dataset.read(labels)
-            .where(F.col("status") == "rejected")
-            .select("uri", "reason")
-            .orderBy("uri")
-            .limit(50)
-            .collect()
-        )
+        rejected = dataset.read(labels).where(~is_ok).select("uri", "reason").orderBy("uri").limit(50).collect()
     context.log.info(f"{len(labels)} class(es): {ok} ok, {rejected_count} rejected")
     return MaterializeResult(
+        asset_key="raw_images",
         metadata=run_metadata(
             stopwatch,
             stats["rows"],

@@ -1,26 +1,22 @@
 """The Spark layer: thin adapters between DataFrames and the pure functions in `fruits_platform.ml`.
 
-- `catalogue_images`: file listing -> one catalogue row per file (`inspect_image` in mapInPandas).
-- `embed_images`: catalogue rows -> 1280-d MobileNetV2 vectors with an iterator pandas UDF; the model
+- `catalogue_and_embed`: file listing -> one row per file, each file read once (mapInPandas): its catalogue
+  record (`inspect_image`) and, for a valid image not embedded before, its 1280-d MobileNetV2 vector. The model
   is built once per Python worker (one engine thread per Spark core) from the `CompiledModel` the driver
-  broadcast, and called on small batches (`batch_size`) within each Arrow batch.
+  broadcast, and called on small batches (`batch_size`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterator
 
 import pandas as pd
-from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import ArrayType, FloatType
 
-from fruits_platform.ml.images import inspect_image
+from fruits_platform.ml.images import STATUS_OK, inspect_image
 from fruits_platform.ml.mobilenet import CompiledModel, Featurizer
 from fruits_platform.sources import ImageFile, read_bytes
 
@@ -106,32 +102,41 @@ def spread(spark: SparkSession, frame: DataFrame, sizes: dict[str, int]) -> Data
 
 
 RECORD_COLUMNS = ["size_bytes", "sha256", "format", "width", "height", "mode", "status", "reason"]
+CATALOGUE_COLUMNS = ["uri", "label", "split", *RECORD_COLUMNS]
+IMAGES_SCHEMA = f"{CATALOGUE_SCHEMA}, features array<float>"
 
 
-def _inspect_one(uri: str) -> dict:
+def read_and_inspect(uri: str, read=read_bytes) -> tuple[bytes | None, dict]:
+    """The file's bytes (None if unreadable) and its catalogue record, from one read."""
     try:
-        data = read_bytes(uri)
+        data = read(uri)
     except OSError as error:  # this file vanished or cannot be read: recorded, the batch goes on
-        return dict(status="rejected", reason=f"unreadable: {type(error).__name__}: {error}"[:300])
-    return inspect_image(uri, data).as_dict()
+        return None, dict(status="rejected", reason=f"unreadable: {type(error).__name__}: {error}"[:300])
+    return data, inspect_image(uri, data).as_dict()
 
 
-def _inspector(progress=None):
-    def inspect_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for batch in batches:
-            details = pd.DataFrame.from_records([_inspect_one(uri) for uri in batch["uri"]], columns=RECORD_COLUMNS)
-            if progress is not None:
-                progress.add(len(batch))
-            yield pd.concat([batch.reset_index(drop=True), details], axis=1)
+def catalogue_and_embed_batch(uris, known: frozenset, featurizer, read=read_bytes) -> tuple[list[dict], list]:
+    """Each file read once: its catalogue record, and its vector when it is `ok` and its SHA-256 is not in
+    `known` (else None). `featurizer()` gives the model (built on first need); it gets the bytes whose hash
+    the record holds, a few images at a time, so that memory holds one model batch of files."""
+    records, vectors, pending = [], [], []
 
-    return inspect_batches
+    def flush():
+        for index, vector in zip([i for i, _ in pending], featurizer().featurize_bytes([d for _, d in pending])):
+            vectors[index] = vector
+        pending.clear()
 
-
-def catalogue_images(spark: SparkSession, files: list[ImageFile], progress=None) -> DataFrame:
-    """One catalogue row per file, `spread` over the tasks by class (see `whole_classes`); `progress`: a Spark
-    accumulator counting the files inspected."""
-    listing = spark.createDataFrame([(f.uri, f.label, f.split) for f in files], LISTING_SCHEMA)
-    return spread(spark, listing, listing_sizes(files)).mapInPandas(_inspector(progress), CATALOGUE_SCHEMA)
+    for uri in uris:
+        data, record = read_and_inspect(uri, read)
+        records.append(record)
+        vectors.append(None)
+        if record["status"] == STATUS_OK and record["sha256"] not in known:
+            pending.append((len(vectors) - 1, data))
+            if len(pending) >= (featurizer().batch_size or 1):
+                flush()
+    if pending:
+        flush()
+    return records, vectors
 
 
 _extractors: dict[str, Featurizer] = {}
@@ -148,62 +153,38 @@ def _worker_extractor(model_broadcast, threads: int, batch_size: int | None) -> 
     return extractor
 
 
-class UriList(AccumulatorParam):
-    """A Spark accumulator of uris (the files that changed since the catalogue)."""
+def _cataloguer_and_embedder(model_broadcast, known_broadcast, threads: int, batch_size: int | None, progress):
+    def batches(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        known = known_broadcast.value
 
-    def zero(self, value):
-        return []
+        def featurizer() -> Featurizer:
+            return _worker_extractor(model_broadcast, threads, batch_size)
 
-    def addInPlace(self, value1, value2):
-        value1.extend(value2)
-        return value1
-
-
-def catalogued_bytes(uri: str, sha256: str) -> bytes | None:
-    """The file's bytes if they are still those whose SHA-256 the catalogue recorded, else None (replaced or
-    removed since): an image is never embedded under another content's hash."""
-    try:
-        data = read_bytes(uri)
-    except FileNotFoundError:
-        return None
-    return data if hashlib.sha256(data).hexdigest() == sha256 else None
-
-
-def mobilenet_udf(model_broadcast, threads: int, batch_size: int | None, progress=None, changed=None):
-    @pandas_udf(ArrayType(FloatType()))
-    def mobilenet_embedding(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.Series]:
-        extractor = _worker_extractor(model_broadcast, threads, batch_size)
-        for uris, hashes in batches:
-            blobs = [catalogued_bytes(uri, sha256) for uri, sha256 in zip(uris, hashes)]
-            kept = [index for index, data in enumerate(blobs) if data is not None]
-            vectors = [None] * len(blobs)
-            if kept:
-                for index, vector in zip(kept, extractor.featurize_bytes([blobs[i] for i in kept])):
-                    vectors[index] = vector
-            if changed is not None and len(kept) < len(blobs):
-                changed.add([uri for uri, data in zip(uris, blobs) if data is None])
+        for frame in frames:
+            records, vectors = catalogue_and_embed_batch(frame["uri"], known, featurizer)
+            details = pd.DataFrame.from_records(records, columns=RECORD_COLUMNS)
+            details["features"] = pd.Series(vectors, dtype=object)
             if progress is not None:
-                progress.add(len(uris))
-            yield pd.Series(vectors, index=uris.index, dtype=object)
+                progress.add(len(frame))
+            yield pd.concat([frame.reset_index(drop=True), details], axis=1)
 
-    return mobilenet_embedding
+    return batches
 
 
-def embed_images(
+def catalogue_and_embed(
     spark: SparkSession,
-    images: DataFrame,
-    sizes: dict[str, int],
+    files: list[ImageFile],
     model_broadcast,
+    known_broadcast,
     progress=None,
     batch_size: int | None = None,
-    changed=None,
 ) -> DataFrame:
-    """Add a `features` column (1280 float32) to `images` (which has `uri`, `sha256` and `label`; {class: rows}
-    in `sizes`), `spread` over the tasks by class (see `whole_classes`). `model_broadcast`: a broadcast
-    `CompiledModel`; `batch_size`: images per model call (None: the engine's default). A file whose bytes no
-    longer have the catalogued SHA-256 gets no row; its uri goes to `changed` (a `UriList` accumulator)."""
+    """One row per file, each file read once: its catalogue columns (`CATALOGUE_SCHEMA`) and `features`, the
+    1280-d vector of the bytes whose SHA-256 the row holds, for an `ok` image whose hash is not in the broadcast
+    set `known_broadcast` (null otherwise: rejected, or embedded before). `spread` over the tasks by class (see
+    `whole_classes`). `model_broadcast`: a broadcast `CompiledModel`; `batch_size`: images per model call (None:
+    the engine's default); `progress`: a Spark accumulator counting the files done."""
     threads = int(spark.conf.get("spark.task.cpus", "1"))
-    # Nondeterministic: else the optimizer copies the UDF into the filter below, and every image runs twice.
-    udf = mobilenet_udf(model_broadcast, threads, batch_size, progress, changed).asNondeterministic()
-    featurized = spread(spark, images, sizes).withColumn("features", udf(F.col("uri"), F.col("sha256")))
-    return featurized.where(F.col("features").isNotNull())
+    listing = spark.createDataFrame([(f.uri, f.label, f.split) for f in files], LISTING_SCHEMA)
+    work = _cataloguer_and_embedder(model_broadcast, known_broadcast, threads, batch_size, progress)
+    return spread(spark, listing, listing_sizes(files)).mapInPandas(work, IMAGES_SCHEMA)
