@@ -89,16 +89,15 @@ def direct(work: Path, weights: str, new: str) -> dict:
     from fruits_platform.ml.reduction import fit_feature_model, transform_features
     from fruits_platform.resources import local_resources
     from fruits_platform.resources.model import MobileNetWeights
-    from fruits_platform.spark.featurize import catalogue_images, class_sizes, embed_images
+    from fruits_platform.spark.featurize import catalogue_and_embed
 
     resources = local_resources(work / "data", work / "out", MobileNetWeights(weights=weights))
     spark, storage = resources["spark"].spark_session, resources["storage"]
     model = resources["weights"].compiled()
     started = time.perf_counter()
-    catalogue = catalogue_images(spark, storage.class_files([new])).where(F.col("status") == "ok").cache()
-    broadcast = spark.sparkContext.broadcast(model)
-    embedded = embed_images(spark, catalogue, class_sizes(catalogue), broadcast)
-    embedded.write.mode("overwrite").parquet(str(work / "direct" / "features"))
+    broadcast, known = spark.sparkContext.broadcast(model), spark.sparkContext.broadcast(frozenset())
+    embedded = catalogue_and_embed(spark, storage.class_files([new]), broadcast, known)
+    embedded.where(F.col("status") == "ok").write.mode("overwrite").parquet(str(work / "direct" / "features"))
     featurize = time.perf_counter() - started
     started = time.perf_counter()
     features = storage.dataset(spark, "mobilenet_features").read(storage.classes())

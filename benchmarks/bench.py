@@ -14,7 +14,7 @@ Spark JVM + Python workers) from /proc. Phases:
                 with BackfillPolicy.single_run, one SparkSession).
   platform_small  the same on the 1/5 subset (peak RSS reference); then, in the same instance: add one
                 class of 80 images; 5 % new images in one class; full recompute of that class.
-  unpartitioned the same plain functions (catalogue_images, embed_images, fit_feature_model, scale,
+  unpartitioned the same plain functions (catalogue_and_embed, fit_feature_model, scale,
                 project) over all images in one SparkSession, no Dagster, no partitions, plain Parquet.
   platform_small_<px>  the platform at the smaller input size on the 1/5 subset.
 
@@ -420,7 +420,7 @@ def direct_featurize_and_refit(resources, data, output, label) -> dict:
 
     from fruits_platform.ml.reduction import fit_feature_model
     from fruits_platform.sources import list_class_files
-    from fruits_platform.spark.featurize import catalogue_images, class_sizes, embed_images
+    from fruits_platform.spark.featurize import catalogue_and_embed
 
     spark = resources["spark"].spark_session
     model = resources["weights"].compiled()
@@ -428,12 +428,10 @@ def direct_featurize_and_refit(resources, data, output, label) -> dict:
     scratch = output.parent / "direct"
     started = time.perf_counter()
     files = list_class_files(str(data), label)
-    catalogue = catalogue_images(spark, files).where(F.col("status") == "ok").cache()
-    sizes = class_sizes(catalogue)
-    broadcast = spark.sparkContext.broadcast(model)
-    embed_images(spark, catalogue, sizes, broadcast).write.mode("overwrite").parquet(str(scratch / "features"))
+    broadcast, known = spark.sparkContext.broadcast(model), spark.sparkContext.broadcast(frozenset())
+    rows = catalogue_and_embed(spark, files, broadcast, known).where(F.col("status") == "ok")
+    rows.write.mode("overwrite").parquet(str(scratch / "features"))
     broadcast.unpersist()
-    catalogue.unpersist()
     featurize = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -457,7 +455,9 @@ def phase_unpartitioned(args, sampler) -> dict:
     from fruits_platform.ml.reduction import fit_feature_model, project, scale
     from fruits_platform.resources import LOCAL_SPARK_CONFIG, use_local_spark_env
     from fruits_platform.sources import list_class_files, list_classes
-    from fruits_platform.spark.featurize import catalogue_images, class_sizes, embed_images
+    from pyspark import StorageLevel
+
+    from fruits_platform.spark.featurize import CATALOGUE_COLUMNS, catalogue_and_embed
 
     out, data = Path(args["work"]) / "out", args["data_root"]
     stages, started_all = {}, time.perf_counter()
@@ -479,19 +479,20 @@ def phase_unpartitioned(args, sampler) -> dict:
     stage("listing", t)
 
     t = time.perf_counter()
-    catalogue_images(spark, files).write.parquet(str(out / "raw_images"))
-    stage("catalogue_write", t)
-
-    t = time.perf_counter()
     model = compile_model(load_weights(args["weights"], args["image_size"]), args["engine"])
-    broadcast = spark.sparkContext.broadcast(model)
+    broadcast, known = spark.sparkContext.broadcast(model), spark.sparkContext.broadcast(frozenset())
     stage("load_weights", t)
 
     t = time.perf_counter()
-    images = spark.read.parquet(str(out / "raw_images")).where(F.col("status") == "ok")
-    images = images.select("uri", "label", "split", "sha256")
-    embed_images(spark, images, class_sizes(images), broadcast).write.parquet(str(out / "mobilenet_features"))
-    stage("embed_write", t)
+    rows = catalogue_and_embed(spark, files, broadcast, known).persist(StorageLevel.DISK_ONLY)
+    rows.select(*CATALOGUE_COLUMNS).write.parquet(str(out / "raw_images"))
+    stage("catalogue_embed_write", t)
+
+    t = time.perf_counter()
+    images = rows.where(F.col("status") == "ok").select("uri", "label", "split", "sha256", "features")
+    images.write.parquet(str(out / "mobilenet_features"))
+    rows.unpersist()
+    stage("features_write", t)
 
     t = time.perf_counter()
     features = spark.read.parquet(str(out / "mobilenet_features"))
@@ -732,7 +733,7 @@ DEFINITIONS = {
     "BackfillPolicy.single_run, one SparkSession; this is also how a UI backfill of all partitions runs), "
     "Spark session start and weights loading included; run --repeats times (the later runs without "
     "feature_quality), interleaved with the unpartitioned run, and the ratios use the best of each.",
-    "unpartitioned run": "catalogue_images + embed_images + fit_feature_model + scale + project over all images in "
+    "unpartitioned run": "catalogue_and_embed + fit_feature_model + scale + project over all images in "
     "one fresh SparkSession with the same Spark config, plain Parquet writes, no Dagster.",
     "add class": "on the materialized 1/5 subset, a copy of a class under a new name, registered, then "
     "materialize_classes over every class (materialize_classes([new]) alone refits feature_model, leaves the other "

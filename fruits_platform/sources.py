@@ -47,12 +47,19 @@ def _s3_client():
 
 
 def _s3_list(root: str, suffix: str, delimiter: str | None):
+    from botocore.exceptions import BotoCoreError, ClientError
+
     bucket, key = split_s3(join_uri(root, suffix))
     prefix = key.rstrip("/") + "/"
-    paginator = _s3_client().get_paginator("list_objects_v2")
+    client = _s3_client()
     kwargs = {"Bucket": bucket, "Prefix": prefix, **({"Delimiter": delimiter} if delimiter else {})}
-    for page in paginator.paginate(**kwargs):
-        yield prefix, page
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
+            yield prefix, page
+    except (BotoCoreError, ClientError) as error:
+        raise StorageUnreachableError(
+            f"S3 endpoint {client.meta.endpoint_url} could not list s3://{bucket}/{prefix}: {error}"
+        ) from error
 
 
 def list_classes(data_root: str) -> list[str]:

@@ -570,15 +570,15 @@ def test_failed_run_is_one_line_keeps_outputs_and_no_aws_key_is_written_anywhere
 
 def test_class_registered_from_another_data_root_fails_and_says_why(spark, tmp_path):
     """A partition whose folder is not in the configured data root is an error, never an empty success."""
-    assert first_error_of_one_class(tmp_path, "raw_images", "Durian") == (
-        f"raw_images: 1 class(es) have no folder under {SAMPLE_ROOT}/{{Training,Test}}: 'Durian'. They were "
+    assert first_error_of_one_class(tmp_path, ["raw_images", "mobilenet_features"], "Durian") == (
+        f"catalogue_and_embed: 1 class(es) have no folder under {SAMPLE_ROOT}/{{Training,Test}}: 'Durian'. They were "
         "registered from another data root: set FRUITS_DATA_ROOT to it, or delete these partitions."
     )
     assert not (tmp_path / "out" / "raw_images").exists()
 
 
 def test_missing_upstream_data_fails_naming_the_path_and_the_fix(spark, tmp_path):
-    assert first_error_of_one_class(tmp_path, "scaled_features", "Banana") == (
+    assert first_error_of_one_class(tmp_path, ["scaled_features"], "Banana") == (
         f"scaled_features: No fitted model at file://{tmp_path}/out/feature_model: materialize feature_model first, "
         "or set FRUITS_OUTPUT_ROOT to the output root it was written to"
     )
@@ -590,8 +590,8 @@ def test_missing_upstream_data_fails_naming_the_path_and_the_fix(spark, tmp_path
     )
 
 
-def first_error_of_one_class(tmp_path, asset: str, label: str) -> str:
-    """The first error of a run of `asset` for the class `label` alone (registered), on the bundled sample."""
+def first_error_of_one_class(tmp_path, assets: list[str], label: str) -> str:
+    """The first error of a run of `assets` for the class `label` alone (registered), on the bundled sample."""
     from dagster import materialize
 
     from fruits_platform.definitions import defs
@@ -601,7 +601,7 @@ def first_error_of_one_class(tmp_path, asset: str, label: str) -> str:
         instance.add_dynamic_partitions("fruit_classes", [label])
         result = materialize(
             defs.assets,
-            selection=[asset],
+            selection=assets,
             instance=instance,
             resources=resources(SAMPLE_ROOT, tmp_path / "out"),
             partition_key=label,

@@ -59,6 +59,7 @@ def materialize(tmp_path, name, during=None):
         watcher = threading.Thread(target=during, args=(instance,), daemon=True) if during else None
         if watcher:
             watcher.start()
+            time.sleep(1)  # the outage has begun
         results = materialize_classes(instance, resources(tmp_path / f"{name}_out"), CLASSES)
         if watcher:
             watcher.join(timeout=60)
@@ -76,19 +77,18 @@ def wait_for_event(instance, predicate, timeout=300.0):
     raise TimeoutError("event not seen")
 
 
-def test_endpoint_lost_mid_run_fails_clearly_retries_and_matches_a_clean_run(tmp_path, spark, endpoint):
+def test_endpoint_lost_fails_clearly_retries_and_matches_a_clean_run(tmp_path, spark, endpoint):
     materialize(tmp_path, "clean")
 
     def outage(instance):
-        # Once the catalogue is written, S3 disappears; it comes back when the step is up for retry.
-        wait_for_event(instance, lambda e: e.event_type_value == "ASSET_MATERIALIZATION" and e.step_key == "raw_images")
+        # S3 is gone when the step starts (the classes were registered); it comes back when the step is up for retry.
         endpoint.stop()
         wait_for_event(instance, lambda e: e.event_type_value == "STEP_UP_FOR_RETRY")
         endpoint.start()
 
     events = materialize(tmp_path, "faulty", during=outage)
     retries = [e for e in events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert [e.step_key for e in retries] == ["mobilenet_features"]
+    assert [e.step_key for e in retries] == ["catalogue_and_embed"]
     error, messages = retries[0].event_specific_data.error, []
     while error is not None:  # the policy's retry request wraps the step's Failure
         messages.append(error.message)
@@ -102,3 +102,27 @@ def test_endpoint_lost_mid_run_fails_clearly_retries_and_matches_a_clean_run(tmp
         assert clean.num_rows == 12 and faulty.equals(clean), asset
     statuses = ds.dataset(str(tmp_path / "faulty_out" / "raw_images")).to_table().column("status").to_pylist()
     assert set(statuses) == {"ok"}  # nothing valid was recorded as rejected
+
+
+def test_endpoint_lost_while_the_files_are_read_fails_the_step_for_a_retry(spark, endpoint):
+    """Each file is read once, in the Spark pass: S3 lost there is a retryable failure that names the endpoint
+    and the file, never a file recorded as rejected."""
+    from dagster import Failure
+
+    from fruits_platform.assets.common import storage_failures
+    from fruits_platform.ml.mobilenet import compile_model, load_weights
+    from fruits_platform.sources import list_class_files
+    from fruits_platform.spark.featurize import catalogue_and_embed
+
+    files = list_class_files(f"s3://{BUCKET}/data", "Banana")
+    model = spark.sparkContext.broadcast(compile_model(load_weights("random:0", 96)))
+    known = spark.sparkContext.broadcast(frozenset())
+    endpoint.stop()
+    try:
+        with pytest.raises(Failure) as failure, storage_failures():
+            catalogue_and_embed(spark, files, model, known).collect()
+    finally:
+        endpoint.start()
+    assert failure.value.description.startswith("Storage unreachable: S3 endpoint http://127.0.0.1:")
+    assert f"unreachable for s3://{BUCKET}/data/" in failure.value.description
+    assert failure.value.allow_retries

@@ -31,7 +31,8 @@ def catalogue_and_embed(
     stopwatch = Stopwatch()
     labels = list(context.partition_keys)
     session, model_weights, model = spark.spark_session, weights.load(), weights.compiled()
-    files = storage.class_files(labels)
+    with storage_failures():
+        files = storage.class_files(labels)
     features = storage.dataset(session, "mobilenet_features")
     known = known_features(features.read_existing(labels), model.signature)
     known_hashes = (

@@ -32,6 +32,7 @@ from pyspark.sql import functions as F
 from fruits_platform.concurrency import OUTPUTS_POOL
 from fruits_platform.partitions import fruit_classes
 from fruits_platform.resources.class_datasets import MATERIALIZED_ONLY
+from fruits_platform.sources import StorageUnreachableError
 from fruits_platform.spark.datasets import MissingPartitionError
 
 # Every Spark asset takes this resource: None locally; in the emr profile the EMR step launcher,
@@ -272,6 +273,8 @@ def storage_failures():
         yield
     except MissingPartitionError as error:
         raise Failure(description=str(error), allow_retries=False) from error
+    except StorageUnreachableError as error:  # the driver's own listing or read
+        raise Failure(description=f"Storage unreachable: {error}", allow_retries=True) from error
     except Exception as error:
         found = re.search(r"StorageUnreachableError: ([^\n]+)", str(error))
         if found is None:
