@@ -448,6 +448,7 @@ def direct_featurize_and_refit(resources, data, output, label) -> dict:
 
 def phase_unpartitioned(args, sampler) -> dict:
     """The same plain functions over every image, one SparkSession, no Dagster, no partitions."""
+    from pyspark import StorageLevel
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
@@ -455,8 +456,6 @@ def phase_unpartitioned(args, sampler) -> dict:
     from fruits_platform.ml.reduction import fit_feature_model, project, scale
     from fruits_platform.resources import LOCAL_SPARK_CONFIG, use_local_spark_env
     from fruits_platform.sources import list_class_files, list_classes
-    from pyspark import StorageLevel
-
     from fruits_platform.spark.featurize import CATALOGUE_COLUMNS, catalogue_and_embed
 
     out, data = Path(args["work"]) / "out", args["data_root"]

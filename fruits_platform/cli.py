@@ -114,10 +114,22 @@ def materialize_command(args) -> int:
             print(f"  {asset_name:<20} not materialized (it needs two classes)")
             continue
         print(f"  {asset_name:<20} " + ", ".join(f"{k}={metadata[k]}" for k in shown if k in metadata))
+        if "rejected_files" in metadata:
+            print_rejected(metadata["rejected_files"].records, metadata["images_rejected"])
     for name, reason in refused.items():
         print(f"  skipped class folder {name!r}: {reason}")
     print(f"outputs: {args.output_root}")
     return 0
+
+
+def print_rejected(records, count: int, shown: int = 10) -> None:
+    """The first rejected files and why (names are untrusted: printed escaped)."""
+    for record in records[:shown]:
+        print(f"    rejected {record.data['file']!r}: {record.data['reason']}")
+    if count > min(shown, len(records)):
+        print(
+            f"    ... {count - min(shown, len(records))} more: raw_images' rejected_files, or its status/reason columns"
+        )
 
 
 def identify_command(args) -> int:

@@ -370,8 +370,8 @@ def test_python_worker_killed_mid_task_is_retried_and_the_result_is_complete(wor
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    from fruits_platform.spark.featurize import catalogue_and_embed
     from fruits_platform.sources import ImageFile
+    from fruits_platform.spark.featurize import catalogue_and_embed
 
     features = table(world["out"] / "mobilenet_features")
     model = MobileNetWeights(weights=WEIGHTS, image_size=SIZE).compiled()  # the world's (cached in this process)
@@ -505,6 +505,13 @@ def cli_world(tmp_path_factory):
     (root / "logs" / "first.out").write_bytes(first.stdout + first.stderr)
     assert first.returncode == 0, first.stderr[-3000:].decode(errors="replace")
     return dict(root=root, out=root / "out", first={a: table(root / "out" / a) for a in ASSETS})
+
+
+def test_the_command_names_each_rejected_file_and_why(cli_world):
+    summary = (cli_world["root"] / "logs" / "first.out").read_text()
+    empty = cli_world["root"] / "data" / "Training" / CLI_CLASS / "empty.jpg"
+    assert "images_rejected=1," in summary
+    assert f"    rejected {str(empty)!r}: empty_file: 0 bytes\n" in summary
 
 
 def test_killed_run_leaves_the_previous_version_readable(cli_world, spark):

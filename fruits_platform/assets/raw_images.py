@@ -1,7 +1,7 @@
 """`raw_images`: the catalogue of every file of a fruit class, valid or not (computed with the embeddings, in
 `catalogue_and_embed`: each file is read once)."""
 
-from dagster import AssetSpec, MaterializeResult, MetadataValue
+from dagster import AssetSpec, MaterializeResult, MetadataValue, TableColumn, TableRecord, TableSchema
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -28,6 +28,9 @@ SCHEMA = column_schema(
     }
 )
 VERSION_COLUMNS = ["uri", "sha256", "status"]
+# The first rejected files of a run and why: the UI's table, the command's summary.
+REJECTED_SCHEMA = TableSchema([TableColumn("file", "string"), TableColumn("reason", "string")])
+REJECTED_SHOWN = 50
 
 RAW_IMAGES = AssetSpec(
     "raw_images",
@@ -71,7 +74,9 @@ def catalogue_result(
     )
     rejected = []
     if rejected_count:
-        rejected = dataset.read(labels).where(~is_ok).select("uri", "reason").orderBy("uri").limit(50).collect()
+        rejected = (
+            dataset.read(labels).where(~is_ok).select("uri", "reason").orderBy("uri").limit(REJECTED_SHOWN).collect()
+        )
     context.log.info(f"{len(labels)} class(es): {ok} ok, {rejected_count} rejected")
     return MaterializeResult(
         asset_key="raw_images",
@@ -82,12 +87,9 @@ def catalogue_result(
             classes=MetadataValue.json(labels) if len(labels) > 1 else MetadataValue.text(labels[0]),
             images_ok=MetadataValue.int(ok),
             images_rejected=MetadataValue.int(rejected_count),
-            rejected_files=MetadataValue.md(
-                "| file | reason |\n|---|---|\n"
-                + "\n".join(f"| `{r['uri'].rsplit('/', 1)[-1]}` | {r['reason']} |" for r in rejected)
-            )
-            if rejected
-            else MetadataValue.text("none"),
+            rejected_files=MetadataValue.table(
+                [TableRecord({"file": r["uri"], "reason": r["reason"]}) for r in rejected], REJECTED_SCHEMA
+            ),
         ),
         data_version=version,
     )

@@ -86,7 +86,8 @@ def train_classifier(classes: list[str], labels: Iterable[str], x: np.ndarray, h
     refit the chosen one on every row. Without held-out rows (classes of a few images), the simplest one."""
     if len(classes) < 2:
         raise ValueError(f"the classifier needs Training images of two classes, found {len(classes)}")
-    y = np.array([classes.index(label) for label in labels], dtype=np.int64)
+    index = {label: position for position, label in enumerate(classes)}
+    y = np.array([index[label] for label in labels], dtype=np.int64)
     x, held_out = np.asarray(x, dtype=np.float32), np.asarray(held_out, dtype=bool)
     validation = {}
     if held_out.any():
