@@ -299,10 +299,10 @@ def test_ui_end_to_end(dagster_dev, artifacts):
             shot("failure_run")
         assert status == "SUCCESS", f"run {run_id} ended {status}: see failure_run.png and dagster_dev.log"
         expect(page.get_by_text("Success", exact=True).first).to_be_visible()
-        page.get_by_placeholder("Filter").fill("images:")
-        progress = page.get_by_text(re.compile(rf"images: \d+/{CLASS_IMAGES} done"))
+        page.get_by_placeholder("Filter").fill("files:")  # the catalogue and embedding pass, one read per file
+        progress = page.get_by_text(re.compile(rf"files: \d+/{CLASS_IMAGES} done"))
         expect(progress.first).to_be_visible()
-        expect(page.get_by_text(f"images: {CLASS_IMAGES}/{CLASS_IMAGES} done in")).to_be_visible()
+        expect(page.get_by_text(f"files: {CLASS_IMAGES}/{CLASS_IMAGES} done in")).to_be_visible()
         shot("05_run_progress_logs")
 
         # 6. The graph again, now with the materialized class.
