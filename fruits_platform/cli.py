@@ -102,6 +102,7 @@ def materialize_command(args) -> int:
         "accuracy_logreg_scaled",
         "float32_top1_accuracy",
         "int8_top1_accuracy",
+        "int8_not_built",
         "weights_source",
         "runtime_seconds",
     ]

@@ -12,10 +12,8 @@ from fruits_platform.assets.common import EVERY_CLASS_ROWS, PER_CLASS, StepLaunc
 from fruits_platform.ml.app_model import (
     FLOAT32,
     HELD_OUT,
-    INT8,
     VariantReport,
-    app_keras_model,
-    convert,
+    build_variants,
     evaluate_variants,
     load_photos,
     read_photos,
@@ -23,6 +21,7 @@ from fruits_platform.ml.app_model import (
     train_classifier,
     with_held_out,
 )
+from fruits_platform.ml.isolated import NativeCrash, run_isolated
 from fruits_platform.ml.quality import evaluation_sample
 from fruits_platform.resources.model import AppModelSettings, MobileNetWeights
 from fruits_platform.resources.model_store import AppModelFiles, FittedModel
@@ -71,16 +70,20 @@ def app_model(
     kernel, bias = reduction_layer(
         feature_model.scaler.mean.toArray(), feature_model.scaler.std.toArray(), feature_model.pca.pc.toArray()
     )
-    keras_model = app_keras_model(loaded, kernel, bias, classifier)
     calibration = sample_rows(training, app.calibration_images)
     context.log.info(
         f"classifier: {classifier.kind} (validation {classifier.validation}); converting and calibrating on "
         f"{len(calibration)} Training images"
     )
-    variants = {
-        FLOAT32: convert(keras_model),
-        INT8: convert(keras_model, list(load_photos(calibration["uri"].tolist(), loaded.image_size))),
-    }
+    photos = list(load_photos(calibration["uri"].tolist(), loaded.image_size))
+    try:
+        variants, skipped = run_isolated(
+            "the LiteRT conversion", build_variants, loaded, kernel, bias, classifier, photos
+        )
+    except NativeCrash as error:
+        raise Failure(description=str(error), allow_retries=False) from error
+    for variant, reason in skipped.items():
+        context.log.warning(f"no {variant} variant: {reason}")
     test = sample_rows(
         rows.where(F.col("split") == "Test").where(F.col("label").isin(classifier.classes)), app.evaluation_images
     )
@@ -130,6 +133,7 @@ def app_model(
             "training_images": MetadataValue.int(classifier.training_images),
             "calibration_images": MetadataValue.int(len(calibration)),
             "test_images": MetadataValue.int(len(test)),
+            **{f"{variant}_not_built": MetadataValue.text(reason) for variant, reason in skipped.items()},
             **{key: value for report in reports.values() for key, value in variant_metadata(report).items()},
             "confused_pairs": confused_pairs_table(reports[FLOAT32]),
         },

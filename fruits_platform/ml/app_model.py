@@ -145,6 +145,63 @@ def convert(model, calibration: list[np.ndarray] | None = None) -> bytes:
         return converter.convert()
 
 
+# What XNNPACK's integer kernels accept as input scale x weight scale / output scale; beyond it LiteRT corrupts its
+# heap instead of refusing the model.
+REQUANTIZATION_RANGE = (2.0**-32, 256.0)
+_WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def unsupported_requantization(flatbuffer: bytes) -> str | None:
+    """Why LiteRT's integer kernels cannot run this quantized model (the first weighted op whose requantization
+    scale is outside REQUANTIZATION_RANGE), or None. Read from the flatbuffer: nothing is invoked."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    op_names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    low, high = REQUANTIZATION_RANGE
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            name = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+            if name not in _WEIGHTED_OPS:
+                continue
+            inputs, weights, outputs = (_scales(graph, tensor) for tensor in (*op.inputs[:2], op.outputs[0]))
+            if not (len(inputs) and len(weights) and len(outputs)):
+                continue
+            requantization = inputs[0] * weights / outputs[0]
+            if not np.all((requantization >= low) & (requantization < high)):
+                tensor = graph.tensors[op.inputs[1]].name.decode(errors="replace")
+                return (
+                    f"{name} {tensor!r} needs a requantization scale of {requantization.min():.3g} to "
+                    f"{requantization.max():.3g}, outside [2^-32, 256): the features' value ranges are degenerate "
+                    "(nearly constant embeddings, e.g. random weights)"
+                )
+    return None
+
+
+def _scales(graph, tensor: int) -> np.ndarray:
+    quantization = graph.tensors[tensor].quantization
+    return np.asarray([] if quantization is None or quantization.scale is None else quantization.scale)
+
+
+def build_variants(
+    weights: ModelWeights, kernel: np.ndarray, bias: np.ndarray, classifier: Classifier, calibration: list[np.ndarray]
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The app model's flatbuffers, each invoked once on a calibration photo: ({variant: flatbuffer}, {variant
+    not built: why}). The 8-bit variant is not built when LiteRT's integer kernels cannot run it. Native code
+    that can abort: run it with `fruits_platform.ml.isolated.run_isolated`."""
+    model = app_keras_model(weights, kernel, bias, classifier)
+    variants, skipped = {FLOAT32: convert(model)}, {}
+    int8 = convert(model, calibration)
+    if problem := unsupported_requantization(int8):
+        skipped[INT8] = problem
+    else:
+        variants[INT8] = int8
+    for flatbuffer in variants.values():
+        AppModel(flatbuffer, classifier.classes).predict(calibration[0])
+    return variants, skipped
+
+
 @dataclass(frozen=True)
 class VariantReport:
     """One variant measured on Test photos: file size, latency per photo (one thread), top-1 and top-5 accuracy,
