@@ -3,6 +3,7 @@ LiteRT file reproduces `pca_features` and the trained classifier, and answers ph
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -12,10 +13,19 @@ import pytest
 from dagster import AssetKey, instance_for_test
 from PIL import Image
 
-from fruits_platform.ml.app_model import CANDIDATES, HELD_OUT, load_photos, train_classifier, with_held_out
+import fruits_platform.assets.app_model as app_model_asset
+from fruits_platform.ml.app_model import (
+    CANDIDATES,
+    HELD_OUT,
+    load_photos,
+    train_classifier,
+    unsupported_requantization,
+    with_held_out,
+)
 from fruits_platform.ml.identify import MANIFEST, AppModel
 from fruits_platform.ml.images import decode_photo, decode_rgb
-from fruits_platform.runner import materialize_classes, register_classes
+from fruits_platform.ml.isolated import NativeCrash, run_isolated
+from fruits_platform.runner import MaterializationError, materialize_classes, register_classes
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
 from fruits_platform_tests.test_pipeline import resources
 
@@ -173,3 +183,64 @@ def test_rebuilding_from_the_same_inputs_gives_the_same_predictions(built):
         for previous, new in zip(old, predictions(variant), strict=True):
             np.testing.assert_allclose(new.probabilities, previous.probabilities, atol=1e-5)
             np.testing.assert_allclose(new.features, previous.features, atol=1e-4)
+
+
+def test_the_real_8_bit_variant_passes_the_requantization_check(built):
+    folder = built["out"] / "app_model"
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert unsupported_requantization((folder / manifest["variants"]["int8"]["file"]).read_bytes()) is None
+    assert "int8_not_built" not in built["metadata"]
+
+
+def test_a_native_crash_in_the_child_process_is_one_line_and_this_process_goes_on():
+    with pytest.raises(NativeCrash, match=r"^the test's call crashed \(SIGABRT: "):
+        run_isolated("the test's call", os.abort)
+    with pytest.raises(ValueError, match="invalid literal"):
+        run_isolated("int", int, "not a number")
+    assert run_isolated("sum", sum, [1, 2]) == 3
+
+
+def abort_conversion(*args):
+    """What a crash of the native converter does to its process."""
+    os.abort()
+
+
+@pytest.fixture(scope="module")
+def random_weights_run(tmp_path_factory, spark):
+    root = tmp_path_factory.mktemp("app_model_random")
+    data = copy_classes(root / "data", CLASSES[:2], per_split=4)
+    (root / "home").mkdir()
+    with instance_for_test(temp_dir=str(root / "home")) as instance:
+        selected, _ = register_classes(instance, str(data))
+        run = resources(data, root / "out", "random:0")
+        materialize_classes(instance, run, selected, evaluate=False, app_model=True)
+        yield {
+            "instance": instance,
+            "out": root / "out",
+            "materialize": lambda: materialize_classes(instance, run, selected, evaluate=False, app_model=True),
+        }
+
+
+def test_random_weights_build_the_float_model_and_say_why_no_8_bit_one(random_weights_run):
+    """Random weights give nearly constant embeddings: the scaler's 1/std folded into the 8-bit model needs a
+    requantization LiteRT cannot do (it used to corrupt the heap and abort the process)."""
+    folder = random_weights_run["out"] / "app_model"
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert set(manifest["variants"]) == {"float32"}
+    metadata = random_weights_run["instance"].get_latest_materialization_event(AssetKey("app_model"))
+    reason = metadata.asset_materialization.metadata["int8_not_built"].value
+    assert "outside [2^-32, 256)" in reason and "pca_features" in reason, reason
+    assert AppModel.load(str(folder)).predict(np.zeros((224, 224, 3), np.uint8)).probabilities.shape == (2,)
+
+
+def test_a_crashing_conversion_fails_the_step_in_one_line_and_keeps_the_previous_model(random_weights_run, monkeypatch):
+    instance, folder = random_weights_run["instance"], random_weights_run["out"] / "app_model"
+    before = (folder / MANIFEST).read_bytes()
+    monkeypatch.setattr(app_model_asset, "build_variants", abort_conversion)
+    with pytest.raises(MaterializationError, match=r"the LiteRT conversion crashed \(SIGABRT"):
+        random_weights_run["materialize"]()
+    assert (folder / MANIFEST).read_bytes() == before
+    [failed] = [run for run in instance.get_runs(limit=1)]
+    assert failed.is_failure
+    # The run's other assets were materialized before app_model failed.
+    assert instance.get_latest_materialization_event(AssetKey("pca_features")).run_id == failed.run_id

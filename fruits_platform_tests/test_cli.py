@@ -85,3 +85,14 @@ def test_offline_imagenet_download_fails_with_a_clear_message(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "ImageNet weights" in last and "FRUITS_WEIGHTS" in last, last
+
+
+def test_the_app_model_with_random_weights_builds_without_crashing(tmp_path):
+    """The issue's command: it aborted the process (heap corruption in LiteRT's 8-bit kernels)."""
+    data = copy_classes(tmp_path / "data", ["Avocado", "Banana"], per_split=4)
+    (tmp_path / "home").mkdir()
+    args = ["materialize", "--data-root", str(data), "--output-root", str(tmp_path / "out"), "--weights", "random:0"]
+    result = run_cli([*args, "--app-model"], tmp_path / "home")
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    [line] = [line for line in result.stdout.splitlines() if line.split()[:1] == ["app_model"]]
+    assert "float32_top1_accuracy=" in line and "int8_not_built=" in line, line
