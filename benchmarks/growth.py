@@ -1,4 +1,5 @@
-"""Growth curve: the headless command and bare LiteRT on the same images, over growing parts of Fruits-360.
+"""Growth curve: the headless command, the direct script and bare LiteRT on the same images, over growing parts
+of Fruits-360.
 
     .venv/bin/python benchmarks/growth.py --full-root DIR --bench-root DIR [--weights FILE]
         [--sizes 20000,40000,0] [--quick] [--out-dir benchmarks/results] [--keep]
@@ -13,14 +14,18 @@ on the data's filesystem (the platform skips symlinks). --quick: the bench set c
                point, as in bench.py): wall seconds (process start included), images/s, peak RSS of its process
                tree (driver + Spark JVM + Python workers, bench.py's RssSampler), and each step's seconds
                (STEP_START to STEP_SUCCESS, read from that DAGSTER_HOME).
+  direct       `benchmarks/direct.py` on the same images, a subprocess timed whole (the card work with no Spark and
+               no Dagster: issue #27's anchor), its output in the point's temp dir; the command's speed against it
+               is (the command's seconds - its feature_quality step) / the direct script's seconds, inverted.
   bare LiteRT  the same images, one process per core, each with a one-thread LiteRT interpreter (the platform's
                default engine, one image per call) on the same flatbuffer: read + decode + resize + invoke, timed
                from the moment every process holds a warmed interpreter to the end of the last one.
 At the first point only, bare Keras (bench.py's `bare` phase: one process, TensorFlow on every core; slow).
 
-Prints a table (N, classes, seconds, images/s, peak RSS MB, bare LiteRT images/s, platform/bare, per-step seconds)
-and, at the largest N, the targets: platform >= 0.8 x bare LiteRT images/s, peak RSS <= 1.2 x the first point's,
-feature_quality <= 60 s (figures, not asserts). Writes growth.json and growth.png (seconds and peak RSS against N)
+Prints a table (N, classes, seconds, images/s, peak RSS MB, direct seconds, platform/direct, bare LiteRT images/s,
+platform/bare, per-step seconds) and, at the largest N, the targets: the command without feature_quality >= 0.8 x
+the direct script's speed (issue #27), platform >= 0.8 x bare LiteRT images/s, peak RSS <= 1.2 x the first point's,
+feature_quality <= 20 s (figures, not asserts). Writes growth.json and growth.png (seconds and peak RSS against N)
 to --out-dir.
 """
 
@@ -49,7 +54,13 @@ IMAGE_SIZE = 224
 SPLITS = ("Training", "Test")
 # A bare LiteRT worker that died never reaches the barrier nor reports: fail instead of waiting for ever.
 WORKER_TIMEOUT_SECONDS = 3600
-TARGETS = {"platform_vs_bare_litert": ">= 0.8", "rss_vs_first_point": "<= 1.2", "feature_quality_seconds": "<= 60"}
+TARGETS = {
+    "platform_vs_direct": ">= 0.8",
+    "platform_vs_bare_litert": ">= 0.8",
+    "rss_vs_first_point": "<= 1.2",
+    "feature_quality_seconds": "<= 20",
+}
+DIRECT_SCRIPT = Path(__file__).resolve().with_name("direct.py")
 
 
 # --------------------------------------------------------------------------- points
@@ -138,6 +149,38 @@ def run_platform(point: dict, weights: str, work: Path) -> dict:
     }
 
 
+def run_direct(point: dict, weights: str, work: Path) -> dict:
+    """`benchmarks/direct.py` over the point, timed whole as a subprocess (imports and conversion included)."""
+    work.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(DIRECT_SCRIPT), "--data-root", point["root"], "--output-root", str(work / "out")]
+    command += ["--weights", weights, "--json", str(work / "direct.json")]
+    started = time.perf_counter()
+    with open(work / "direct.log", "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        sampler = RssSampler(process.pid)
+        code = process.wait()
+    seconds = time.perf_counter() - started
+    sampler.stop()
+    if code:
+        raise SystemExit(
+            f"{point['name']}: direct.py failed (exit {code}):\n{(work / 'direct.log').read_text()[-3000:]}"
+        )
+    report = json.loads((work / "direct.json").read_text())
+    return {
+        "seconds": round(seconds, 2),
+        "images_per_second": round(point["images"] / seconds, 2),
+        "peak_rss_mb": sampler.peak_mb(),
+        "stages_seconds": report["stages_seconds"],
+        "pca_k": report["pca_k"],
+    }
+
+
+def platform_vs_direct(platform: dict, direct: dict) -> float:
+    """Issue #27's ratio: the direct script's seconds over the command's without its feature_quality step."""
+    card_work = platform["seconds"] - platform["steps_seconds"].get("feature_quality", 0.0)
+    return round(direct["seconds"] / card_work, 3)
+
+
 # --------------------------------------------------------------------------- bare engines
 
 
@@ -192,6 +235,7 @@ def bare_keras(point: dict, weights: str, work: Path) -> dict:
 def summarize(points: list[dict]) -> dict:
     first, last = points[0], points[-1]
     values = {
+        "platform_vs_direct": last["platform_vs_direct"],
         "platform_vs_bare_litert": last["platform_vs_bare_litert"],
         "rss_vs_first_point": round(last["platform"]["peak_rss_mb"] / first["platform"]["peak_rss_mb"], 3),
         "feature_quality_seconds": last["platform"]["steps_seconds"].get("feature_quality"),
@@ -213,15 +257,19 @@ def table(report: dict) -> str:
             f"wall time {report['wall_seconds']:.0f}s"
         ),
         "",
-        "| point | N | classes | seconds | images/s | peak RSS MB | bare LiteRT images/s | platform/bare | per step (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        (
+            "| point | N | classes | seconds | images/s | peak RSS MB | direct seconds | platform/direct | "
+            "bare LiteRT images/s | platform/bare | per step (s) |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for point in report["points"]:
-        run, bare = point["platform"], point["bare_litert"]
+        run, bare, direct = point["platform"], point["bare_litert"], point["direct"]
         steps = ", ".join(f"{key} {value}" for key, value in run["steps_seconds"].items())
         lines.append(
             f"| {point['name']} | {point['images']} | {point['classes']} | {run['seconds']} | {run['images_per_second']} "
-            f"| {run['peak_rss_mb']} | {bare['images_per_second']} | {point['platform_vs_bare_litert']} "
+            f"| {run['peak_rss_mb']} | {direct['seconds']} | {point['platform_vs_direct']} "
+            f"| {bare['images_per_second']} | {point['platform_vs_bare_litert']} "
             f"| {steps}; outside steps {run['outside_steps_seconds']} |"
         )
     keras = report["bare_keras"]
@@ -240,6 +288,7 @@ def table(report: dict) -> str:
     ]
     summary = report["summary"]
     labels = {
+        "platform_vs_direct": "direct script seconds / (command - feature_quality) seconds",
         "platform_vs_bare_litert": "platform / bare LiteRT images/s",
         "rss_vs_first_point": f"peak RSS / at N={summary['first_point_images']}",
         "feature_quality_seconds": "feature_quality seconds",
@@ -262,6 +311,7 @@ def plot(report: dict, path: Path) -> None:
     images = [p["images"] for p in points]
     figure, (seconds_axis, rss_axis) = plt.subplots(1, 2, figsize=(11, 4.2))
     seconds_axis.plot(images, [p["platform"]["seconds"] for p in points], "o-", label="platform (headless command)")
+    seconds_axis.plot(images, [p["direct"]["seconds"] for p in points], "D-", label="direct script (no Spark/Dagster)")
     seconds_axis.plot(
         images, [p["bare_litert"]["seconds"] for p in points], "s-", label="bare LiteRT (1 thread x core)"
     )
@@ -301,7 +351,10 @@ def measure(point: dict, flatbuffer: bytes, weights: str, work: Path) -> dict:
     log(f"{point['images']} images, {point['classes']} classes; platform ...")
     point = {**point, "loadavg": [round(v, 2) for v in os.getloadavg()]}
     point["platform"] = run_platform(point, weights, work / point["name"])
-    log(f"platform {point['platform']['seconds']}s; bare LiteRT ...")
+    log(f"platform {point['platform']['seconds']}s; direct script ...")
+    point["direct"] = run_direct(point, weights, work / point["name"] / "direct")
+    point["platform_vs_direct"] = platform_vs_direct(point["platform"], point["direct"])
+    log(f"direct {point['direct']['seconds']}s; bare LiteRT ...")
     point["bare_litert"] = bare_litert(flatbuffer, image_paths(point["root"]), os.cpu_count() or 1)
     log(f"bare LiteRT {point['bare_litert']['seconds']}s")
     ratio = point["platform"]["images_per_second"] / point["bare_litert"]["images_per_second"]

@@ -16,6 +16,7 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from fruits_platform.ml.moments import choose_k
 from fruits_platform.ml.neighbours import nearest_neighbour_predict
 
 FEATURES_VECTOR = "features_vector"
@@ -42,18 +43,6 @@ class ReductionSummary:
     @property
     def cumulative_variance(self) -> list[float]:
         return np.cumsum(self.explained_variance).tolist()
-
-
-def choose_k(spectrum: list[float], fixed_k: int | None, variance_threshold: float) -> int:
-    """A fixed k (capped at what the data supports), else the smallest k reaching the threshold."""
-    if fixed_k:  # components beyond the data's rank explain nothing: never keep them
-        usable = sum(1 for value in spectrum if value > 1e-9)
-        return max(1, min(fixed_k, usable))
-    if not 0 < variance_threshold <= 1:
-        raise ValueError(f"variance_threshold must be in (0, 1], got {variance_threshold}")
-    cumulative = np.cumsum(spectrum)
-    reached = np.nonzero(cumulative >= variance_threshold - 1e-12)[0]
-    return int(reached[0]) + 1 if len(reached) else len(spectrum)
 
 
 def principal_axes(training: np.ndarray) -> tuple[list[float], np.ndarray]:

@@ -1,0 +1,77 @@
+"""StandardScaler + PCA from moments: NumPy only, no Spark.
+
+The moments of a set of rows (their count, sum and X^T X) add up: computed per part of the data (a Spark
+partition, a worker's share) and summed, they give the mean, the standard deviation and the covariance of
+the whole, from which the scaler and every principal axis follow (an eigendecomposition of a d x d matrix),
+without a second pass over the rows. The same estimators as pyspark.ml's StandardScaler (unbiased standard
+deviation; a constant feature scales to 0) and PCA (the covariance of the scaled rows, explained variance as
+fractions of its trace).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Moments:
+    count: int
+    total: np.ndarray  # (d,) float64: the sum of the rows
+    cross: np.ndarray  # (d, d) float64: X^T X
+
+    @classmethod
+    def of(cls, rows: np.ndarray) -> Moments:
+        rows = np.asarray(rows, dtype=np.float64)
+        return cls(len(rows), rows.sum(axis=0), rows.T @ rows)
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(self.count + other.count, self.total + other.total, self.cross + other.cross)
+
+
+@dataclass(frozen=True)
+class ScalerAndAxes:
+    mean: np.ndarray  # (d,)
+    std: np.ndarray  # (d,) unbiased; 0 for a constant feature
+    spectrum: list[float]  # explained-variance ratio of every component, largest first
+    axes: np.ndarray  # (d, d) principal axes as columns, in the order of `spectrum`
+
+    def scale(self, rows: np.ndarray) -> np.ndarray:
+        """(rows - mean) / std, 0 where std is 0 (as pyspark.ml's StandardScaler), float64."""
+        inverse = np.divide(1.0, self.std, out=np.zeros_like(self.std), where=self.std > 0)
+        return (np.asarray(rows, dtype=np.float64) - self.mean) * inverse
+
+    def project(self, scaled: np.ndarray, k: int) -> np.ndarray:
+        """The first k principal components of scaled rows (float64)."""
+        return np.asarray(scaled, dtype=np.float64) @ self.axes[:, :k]
+
+
+def fit_scaler_and_axes(moments: Moments) -> ScalerAndAxes:
+    """The scaler and every principal axis of the rows whose moments these are (at least 2 rows)."""
+    n = moments.count
+    if n < 2:
+        raise ValueError(f"fitting the scaler and PCA needs at least 2 rows, got {n}")
+    mean = moments.total / n
+    covariance = (moments.cross - n * np.outer(mean, mean)) / (n - 1)
+    std = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    inverse = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
+    scaled_covariance = covariance * np.outer(inverse, inverse)
+    eigenvalues, eigenvectors = np.linalg.eigh(scaled_covariance)
+    order = np.argsort(eigenvalues)[::-1]
+    variances = np.clip(eigenvalues[order], 0.0, None)
+    total = variances.sum()
+    spectrum = [float(v) for v in (variances / total if total > 0 else variances)]
+    return ScalerAndAxes(mean, std, spectrum, eigenvectors[:, order])
+
+
+def choose_k(spectrum: list[float], fixed_k: int | None, variance_threshold: float) -> int:
+    """A fixed k (capped at what the data supports), else the smallest k reaching the threshold."""
+    if fixed_k:  # components beyond the data's rank explain nothing: never keep them
+        usable = sum(1 for value in spectrum if value > 1e-9)
+        return max(1, min(fixed_k, usable))
+    if not 0 < variance_threshold <= 1:
+        raise ValueError(f"variance_threshold must be in (0, 1], got {variance_threshold}")
+    cumulative = np.cumsum(spectrum)
+    reached = np.nonzero(cumulative >= variance_threshold - 1e-12)[0]
+    return int(reached[0]) + 1 if len(reached) else len(spectrum)
