@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from dagster import AssetExecutionContext, BackfillPolicy, DagsterEventType, DagsterInstance, MaterializeResult, asset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,12 +61,21 @@ def measure(classes: int, assets: int) -> dict:
     return {"seconds": round(seconds, 2), "materializations": events, "ms_per_event": round(1000 * seconds / events, 2)}
 
 
+def stock_storage(home: Path) -> None:
+    """The home's production instance with dagster-postgres's own storage instead of the pooled one."""
+    config = yaml.safe_load((home / "dagster.yaml").read_text())
+    config["storage"] = {"postgres": config["storage"]["custom"]["config"]}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+
+
 def configuration(name: str, env: dict, classes: int, assets: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="fruits-events-") as home:
         if name.startswith("postgres"):
             from fruits_platform_tests.postgres import production_home
 
             production_home(Path(home))
+            if "as shipped" in name:
+                stock_storage(Path(home))
         command = [sys.executable, __file__, "--child", "--classes", str(classes), "--assets", str(assets)]
         done = subprocess.run(
             command, env={**os.environ, **env, "DAGSTER_HOME": home}, capture_output=True, text=True, check=False
@@ -88,20 +98,20 @@ def main() -> None:
     from fruits_platform_tests.postgres import running_postgres
 
     with running_postgres() as postgres:
-        rows = [
-            configuration("sqlite", {"DAGSTER_EVENT_BATCH_SIZE": "0"}, args.classes, args.assets),
-            configuration("postgres", {**postgres, "DAGSTER_EVENT_BATCH_SIZE": "0"}, args.classes, args.assets),
-            configuration(
-                f"postgres, batches of {args.batch_size}",
-                {**postgres, "DAGSTER_EVENT_BATCH_SIZE": str(args.batch_size)},
-                args.classes,
-                args.assets,
-            ),
-        ]
+        rows = [configuration("sqlite", {"DAGSTER_EVENT_BATCH_SIZE": "0"}, args.classes, args.assets)]
+        for storage in ("postgres, dagster-postgres as shipped", "postgres, pooled (deploy/)"):
+            for batch in (0, args.batch_size):
+                name = f"{storage}, batches of {batch}" if batch else storage
+                env = {**postgres, "DAGSTER_EVENT_BATCH_SIZE": str(batch)}
+                rows.append(configuration(name, env, args.classes, args.assets))
     print(f"{args.assets} assets x {args.classes} classes, one run each")
-    print(f"{'instance':<28} {'seconds':>8} {'events':>7} {'ms/event':>9}")
+    print(f"{'instance':<52} {'seconds':>8} {'events':>7} {'ms/event':>9} {'x sqlite':>9}")
     for row in rows:
-        print(f"{row['instance']:<28} {row['seconds']:>8} {row['materializations']:>7} {row['ms_per_event']:>9}")
+        ratio = row["ms_per_event"] / rows[0]["ms_per_event"]
+        print(
+            f"{row['instance']:<52} {row['seconds']:>8} {row['materializations']:>7} {row['ms_per_event']:>9} "
+            f"{ratio:>9.2f}"
+        )
 
 
 if __name__ == "__main__":
