@@ -245,11 +245,11 @@ def changes_result(
     )
 
 
-def build_new_images_sensor(request_runs: bool, default_status: DefaultSensorStatus):
+def build_new_images_sensor(request_runs: bool, default_status: DefaultSensorStatus, interval_seconds: int = 30):
     @sensor(
         name="new_images_sensor",
         job=embed_classes_job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=interval_seconds,
         default_status=default_status,
         description=(
             "Watches the data root (a listing, or the bucket's S3 notifications when `notification_queue` is set): "
@@ -271,8 +271,13 @@ def build_new_images_sensor(request_runs: bool, default_status: DefaultSensorSta
     return new_images_sensor
 
 
-def build_automation_sensor(default_status: DefaultSensorStatus) -> AutomationConditionSensorDefinition:
+def build_automation_sensor(
+    default_status: DefaultSensorStatus, interval_seconds: int = 30
+) -> AutomationConditionSensorDefinition:
     """Refits `feature_model` and refreshes the per-class outputs once embeddings changed."""
     return AutomationConditionSensorDefinition(
-        "fruit_features_automation", target=AssetSelection.all(), default_status=default_status
+        "fruit_features_automation",
+        target=AssetSelection.all(),
+        default_status=default_status,
+        minimum_interval_seconds=interval_seconds,
     )

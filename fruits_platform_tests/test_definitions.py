@@ -2,13 +2,14 @@
 
 import pydantic
 import pytest
-from dagster import AssetKey, build_sensor_context
+from dagster import AssetKey, DefaultSensorStatus, build_sensor_context
 
 from fruits_platform.cli import first_line
 from fruits_platform.definitions import defs
 from fruits_platform.partitions import fruit_classes, unusable_key_reason
-from fruits_platform.resources import model_resources
+from fruits_platform.resources import model_resources, sensor_intervals
 from fruits_platform.resources.storage import FruitsStorage
+from fruits_platform.sensors import build_automation_sensor, build_new_images_sensor
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, SAMPLE_ROOT
 
 
@@ -60,3 +61,17 @@ def test_settings_from_the_environment_are_checked_with_their_real_values(monkey
     with pytest.raises(pydantic.ValidationError) as raised:
         model_resources()
     assert first_line(raised.value) == "ReductionSettings.variance_threshold: Input should be less than or equal to 1"
+
+
+def test_the_sensors_intervals_are_settings(monkeypatch):
+    monkeypatch.setenv("FRUITS_SENSOR_INTERVAL_SECONDS", "5")
+    monkeypatch.setenv("FRUITS_AUTOMATION_INTERVAL_SECONDS", "7")
+    assert sensor_intervals() == (5, 7)
+    sensors = [
+        build_new_images_sensor(True, DefaultSensorStatus.RUNNING, interval_seconds=5),
+        build_automation_sensor(DefaultSensorStatus.RUNNING, interval_seconds=7),
+    ]
+    assert [sensor.minimum_interval_seconds for sensor in sensors] == [5, 7]
+    monkeypatch.setenv("FRUITS_SENSOR_INTERVAL_SECONDS", "0")
+    with pytest.raises(ValueError, match="^FRUITS_SENSOR_INTERVAL_SECONDS must be at least 1, got 0$"):
+        sensor_intervals()

@@ -62,6 +62,16 @@ def _setting(name: str, default):
         raise ValueError(f"{name} must be {kind}, got {os.environ[name]!r}") from None
 
 
+def sensor_intervals() -> tuple[int, int]:
+    """Seconds between evaluations of the new-images sensor and of the automation (Dagster's
+    `minimum_interval_seconds`): how long a new image can wait before its run is requested."""
+    intervals = _setting("FRUITS_SENSOR_INTERVAL_SECONDS", 30), _setting("FRUITS_AUTOMATION_INTERVAL_SECONDS", 30)
+    for name, seconds in zip(("FRUITS_SENSOR_INTERVAL_SECONDS", "FRUITS_AUTOMATION_INTERVAL_SECONDS"), intervals):
+        if seconds < 1:
+            raise ValueError(f"{name} must be at least 1, got {seconds}")
+    return intervals
+
+
 def model_resources() -> dict:
     return {
         "weights": MobileNetWeights(
