@@ -68,8 +68,8 @@ def step_windows(instance: DagsterInstance, run_id: str) -> list[tuple[str, floa
 
 
 def test_production_instance_is_postgres_with_a_limited_outputs_pool(production):
-    assert type(production.run_storage).__name__ == "PostgresRunStorage"
-    assert type(production.event_log_storage).__name__ == "PostgresEventLogStorage"
+    assert isinstance(production.run_storage, PostgresRunStorage)
+    assert isinstance(production.event_log_storage, PostgresEventLogStorage)
     assert pool_limit(production) == 1
     assert production.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
 
