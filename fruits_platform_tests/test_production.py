@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 from dagster import DagsterEventType, DagsterInstance, RunsFilter
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from fruits_platform.concurrency import (
     OUTPUTS_POOL,
