@@ -97,3 +97,16 @@ def production_home(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(PRODUCTION_INSTANCE, home / "dagster.yaml")
     return home
+
+
+@contextmanager
+def postgres_for_tests() -> Iterator[dict[str, str]]:
+    """`running_postgres()` for a test: skipped where PostgreSQL is not installed, failed in CI (it installs it)."""
+    import pytest
+
+    if not postgres_bin("initdb"):
+        if os.getenv("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs the Debian package postgresql")
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    with running_postgres() as env:
+        yield env

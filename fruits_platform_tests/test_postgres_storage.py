@@ -3,24 +3,18 @@ dagster-postgres storage opens and authenticates a new one for every call)."""
 
 from __future__ import annotations
 
-import os
-
 import psycopg2
 import pytest
 import yaml
 from dagster import DagsterInstance
 
 from fruits_platform.postgres_storage import PooledPostgresStorage
-from fruits_platform_tests.postgres import postgres_bin, production_home, running_postgres
+from fruits_platform_tests.postgres import postgres_for_tests, production_home
 
 
 @pytest.fixture(scope="module")
 def server():
-    if not postgres_bin("initdb"):
-        if os.getenv("CI"):
-            pytest.fail("PostgreSQL is not installed: .ci/run installs the Debian package postgresql")
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    with running_postgres() as env:
+    with postgres_for_tests() as env:
         yield env
 
 
