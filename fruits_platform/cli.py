@@ -62,7 +62,7 @@ def materialize_command(args) -> int:
 
     from dagster import DagsterInstance
 
-    from fruits_platform.concurrency import limit_outputs_pool, release_dead_runs
+    from fruits_platform.concurrency import limit_outputs_pool, release_dead_runs, setup_lock
     from fruits_platform.runner import (
         MaterializationError,
         asset_names,
@@ -72,13 +72,21 @@ def materialize_command(args) -> int:
     )
 
     wanted = [name.strip() for name in args.classes.split(",") if name.strip()] if args.classes else None
-    instance = DagsterInstance.get()
-    limit_outputs_pool(instance)
-    for run_id in release_dead_runs(instance):
-        print(f"run {run_id} of a fruits-platform process that is gone: marked failed, its pool slot freed")
-    log_path = Path(os.environ["DAGSTER_HOME"]) / "fruits-platform.log"
+    home = os.environ["DAGSTER_HOME"]
+    if not Path(home).is_dir():
+        raise CliError(f"DAGSTER_HOME is not a folder: {home}")
     try:
-        selected, refused = register_classes(instance, args.data_root, wanted)
+        # One command at a time creates or opens the instance and registers classes; the runs then overlap.
+        with setup_lock(home):
+            instance = DagsterInstance.get()
+            limit_outputs_pool(instance)
+            for run_id in release_dead_runs(instance):
+                print(f"run {run_id} of a fruits-platform process that is gone: marked failed, its pool slot freed")
+            selected, refused = register_classes(instance, args.data_root, wanted)
+    except MaterializationError as error:
+        raise CliError(str(error)) from error
+    log_path = Path(home) / "fruits-platform.log"
+    try:
         # The code location's own job and resources; the runs' logs (and traces) stay in DAGSTER_HOME.
         with nullcontext() if args.verbose else output_of_libraries_to(log_path):
             results = materialize_classes(

@@ -4,13 +4,19 @@ the same outputs at once. The limit lives in the Dagster instance (deploy/dagste
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from dagster import DagsterInstance
 from sqlalchemy.exc import SQLAlchemyError
 
 OUTPUTS_POOL = "fruits_outputs"
+SETUP_LOCK = ".fruits-platform.lock"
 # Tags of the runs the command executes in its own process (no daemon watches those).
 HOST_TAG, PID_TAG = "fruits/host", "fruits/pid"
 
@@ -91,3 +97,22 @@ def release_dead_runs(instance: DagsterInstance) -> list[str]:
             storage.free_concurrency_slots_for_run(run_id)
             released.append(run_id)
     return released
+
+
+@contextmanager
+def setup_lock(home: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on `home` (a DAGSTER_HOME) while a command creates or opens its instance and
+    registers classes: Dagster's SQLite storages are created and stamped by whoever opens them first, and two
+    processes doing it at once leave two alembic heads (every later command then fails). Says, in one line on
+    stderr, when it waits for another command. The lock is released when the process ends, however it ends."""
+    path = Path(home) / SETUP_LOCK
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another fruits-platform command to set up {home}", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

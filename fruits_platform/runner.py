@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance, execute_job, materialize, reconstructable
+from sqlalchemy.exc import IntegrityError
 
 from fruits_platform.concurrency import process_tags
 from fruits_platform.jobs import EMBEDDING, REFRESH
@@ -47,9 +48,25 @@ def register_classes(
         raise MaterializationError(f"class(es) not found in {data_root}: {', '.join(map(repr, unknown))}")
     if not selected:
         raise MaterializationError(f"no usable class folder under {data_root}/Training or {data_root}/Test")
-    known = set(instance.get_dynamic_partitions(fruit_classes.name))
-    instance.add_dynamic_partitions(fruit_classes.name, [name for name in sorted(selected) if name not in known])
+    add_classes(instance, sorted(selected))
     return selected, refused
+
+
+def add_classes(instance: DagsterInstance, keys: list[str], attempts: int = 3) -> None:
+    """Add the `keys` not registered yet, in this order. Another process (a command on another host, the
+    daemon's sensor) may add some of the same keys at the same moment: its insert wins, and ours is retried
+    with the keys still missing."""
+    for attempt in range(attempts):
+        known = set(instance.get_dynamic_partitions(fruit_classes.name))
+        missing = [key for key in keys if key not in known]
+        if not missing:
+            return
+        try:
+            instance.add_dynamic_partitions(fruit_classes.name, missing)
+            return
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
 
 
 def first_error_line(result) -> str:
