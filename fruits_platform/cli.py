@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -219,15 +220,32 @@ def build_parser() -> argparse.ArgumentParser:
     confs = commands.add_parser("emr-configurations", help="print an EMR cluster's --configurations JSON")
     confs.add_argument("--release", default=DEFAULT_RELEASE, help=f"EMR release label (default {DEFAULT_RELEASE})")
     confs.set_defaults(handler=configurations_command)
+    commands.add_parser(
+        "code-server",
+        help="`dagster code-server start OPTIONS` that stops within seconds on SIGTERM, terminating its runs",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["code-server"]:  # every option is Dagster's (-h is its host): passed on untouched
+        from fruits_platform.code_server import main as code_server
+
+        return code_server(argv[1:])
     args = build_parser().parse_args(argv)
     if not getattr(args, "verbose", False):
         warnings.filterwarnings("ignore", module="dagster")  # beta/preview notices: noise for a CLI user
+    # SIGTERM (a supervisor, `kill`) stops the command as Ctrl-C does: Dagster interrupts the step in progress
+    # and ends its run, which frees the run's pool slot (killed outright, the run would hold it until the next
+    # command finds it dead).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return args.handler(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     except CliError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -80,6 +80,8 @@ def first_error_line(result) -> str:
         ):
             error = error.cause
         message = error.message.strip().splitlines()[0].removeprefix("dagster._core.definitions.events.Failure: ")
+        if error.cls_name == "DagsterExecutionInterruptedError":  # Ctrl-C or SIGTERM
+            message = "interrupted (the run is marked failed; every output keeps its previous version)"
         return f"{event.step_key or 'run start'}: {message}"
     return "the run failed"
 

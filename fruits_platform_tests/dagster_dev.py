@@ -180,9 +180,8 @@ def running_production(
     env = {**(env or {}), "FRUITS_CODE_SERVER_HOST": "127.0.0.1", "FRUITS_CODE_SERVER_PORT": str(code_port)}
     commands = [
         [
-            "dagster",
+            "fruits-platform",
             "code-server",
-            "start",
             "-h",
             "127.0.0.1",
             "-p",

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-from dagster import DagsterEventType, DagsterInstance, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from fruits_platform.concurrency import (
@@ -189,3 +191,54 @@ def test_a_killed_command_does_not_hold_the_pool_for_ever(instance):
     assert instance.event_log_storage.get_concurrency_info(OUTPUTS_POOL).active_run_ids == {runs["alive"]}
     assert instance.get_run_by_id(runs["dead"]).status == DagsterRunStatus.FAILURE
     assert instance.get_run_by_id(runs["alive"]).status == DagsterRunStatus.STARTED
+
+
+def group_members(pgid: int) -> list[int]:
+    """The processes of a process group still running (zombies are gone already)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _parent, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and int(group) == pgid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_each_service_stops_within_10_s_of_sigterm_even_during_a_run(production, tmp_path):
+    """A container runtime or systemd sends SIGTERM, then kills after ~10 s. The code server, while a run it
+    launched embeds images: the run is terminated (canceled, its pool slot freed) and the server exits 0 with
+    everything it started; then the webserver and the daemon."""
+    data = copy_classes(tmp_path / "data", SAMPLE_CLASSES)
+    env = {
+        "FRUITS_DATA_ROOT": str(data),
+        "FRUITS_OUTPUT_ROOT": str(tmp_path / "out"),
+        "FRUITS_WEIGHTS": "random:0",
+        "FRUITS_AUTOMATION": "1",
+        "FRUITS_DEPLOYMENT": "local",
+    }
+
+    def embedding():
+        """A run past its model's load (an import of TensorFlow in progress defers any signal until it ends)."""
+        for run in production.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+            if any("embedded before" in entry.user_message for entry in production.all_logs(run.run_id)):
+                return run
+        return None
+
+    with running_production(Path(os.environ["DAGSTER_HOME"]), env) as server:
+        run = server.wait_until(embedding, timeout=420, interval=0.5, what="a run embedding images")
+        for name, process in zip(["code server", "webserver", "daemon"], server.processes):
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)  # to the process alone, as `docker stop` does
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the {name} still runs 10 s after SIGTERM:\n{server.log_tail()}")
+            assert process.returncode == 0, f"the {name} exited {process.returncode}:\n{server.log_tail()}"
+            while group_members(process.pid) and time.monotonic() < started + 10:
+                time.sleep(0.2)
+            assert not group_members(process.pid), f"the {name} left processes behind: {group_members(process.pid)}"
+    assert production.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELED
+    assert production.event_log_storage.get_concurrency_info(OUTPUTS_POOL).claimed_slots == []
+

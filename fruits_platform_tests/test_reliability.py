@@ -4,6 +4,7 @@ cleanly on SIGTERM (issue #26)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -11,11 +12,11 @@ import time
 
 import pyarrow.dataset as ds
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from fruits_platform.concurrency import setup_lock
+from fruits_platform.concurrency import OUTPUTS_POOL, setup_lock
 from fruits_platform.partitions import fruit_classes
 from fruits_platform.runner import add_classes
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
@@ -110,3 +111,35 @@ def test_a_class_registered_by_another_process_at_the_same_moment_is_not_an_erro
     with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         assert sorted(instance.get_dynamic_partitions(fruit_classes.name)) == keys
 
+
+def embedding_run(home):
+    """The run of a command past its model's load, embedding images, or None."""
+    if not (home / "history" / "runs.db").exists():
+        return None
+    with DagsterInstance.from_config(str(home)) as instance:
+        for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+            if any("embedded before" in entry.user_message for entry in instance.all_logs(run.run_id)):
+                return run
+    return None
+
+
+def test_a_command_stopped_by_sigterm_ends_its_run_and_frees_its_pool_slot(tmp_path):
+    """A supervisor's SIGTERM (or Ctrl-C) while the command embeds images: the command exits within 10 s with one
+    line, its run is marked failed and its slot of the outputs' pool freed (not left for the next command)."""
+    data = copy_classes(tmp_path / "data", SAMPLE_CLASSES)  # enough images for the embedding to take a while
+    (tmp_path / "home").mkdir()
+    command = start_command(data, tmp_path / "out", tmp_path / "home")
+    deadline = time.monotonic() + 300
+    while (run := embedding_run(tmp_path / "home")) is None:
+        assert command.poll() is None and time.monotonic() < deadline, command.communicate()[1][-3000:]
+        time.sleep(0.5)
+    started = time.monotonic()
+    command.send_signal(signal.SIGTERM)
+    _, stderr = command.communicate(timeout=60)
+    assert time.monotonic() - started < 10, f"the command took {time.monotonic() - started:.1f} s to stop"
+    assert command.returncode == 1
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: run {run.run_id} failed at catalogue_and_embed: interrupted"), last
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
+        assert instance.event_log_storage.get_concurrency_info(OUTPUTS_POOL).claimed_slots == []

@@ -107,7 +107,7 @@ def test_endpoint_lost_fails_clearly_retries_and_matches_a_clean_run(tmp_path, s
 def test_endpoint_lost_while_the_files_are_read_fails_the_step_for_a_retry(spark, endpoint):
     """Each file is read once, in the Spark pass: S3 lost there is a retryable failure that names the endpoint
     and the file, never a file recorded as rejected."""
-    from dagster import Failure
+    from dagster import Failure, RetryRequested
 
     from fruits_platform.assets.common import storage_failures
     from fruits_platform.ml.mobilenet import compile_model, load_weights
@@ -119,10 +119,13 @@ def test_endpoint_lost_while_the_files_are_read_fails_the_step_for_a_retry(spark
     known = spark.sparkContext.broadcast(frozenset())
     endpoint.stop()
     try:
-        with pytest.raises(Failure) as failure, storage_failures():
+        with pytest.raises(RetryRequested) as retry, storage_failures():
             catalogue_and_embed(spark, files, model, known).collect()
     finally:
         endpoint.start()
-    assert failure.value.description.startswith("Storage unreachable: S3 endpoint http://127.0.0.1:")
-    assert f"unreachable for s3://{BUCKET}/data/" in failure.value.description
-    assert failure.value.allow_retries
+    assert retry.value.max_retries == 2 and retry.value.seconds_to_wait == 5
+    failure = retry.value.__cause__
+    assert isinstance(failure, Failure)
+    assert failure.description.startswith("Storage unreachable: S3 endpoint http://127.0.0.1:")
+    assert f"unreachable for s3://{BUCKET}/data/" in failure.description
+    assert failure.allow_retries

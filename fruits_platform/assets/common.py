@@ -17,12 +17,13 @@ from dagster import (
     AllPartitionMapping,
     AssetIn,
     BackfillPolicy,
-    Backoff,
+    DagsterInvariantViolationError,
     DataVersion,
     Failure,
     MetadataValue,
+    OpExecutionContext,
     ResourceParam,
-    RetryPolicy,
+    RetryRequested,
     TableColumn,
     TableSchema,
 )
@@ -44,14 +45,16 @@ OWNERS = ["team:data-platform"]
 
 # Per-class assets: one run covers a whole backfill (one SparkSession, one Spark job per asset); one step at a
 # time in the outputs pool (fruits_platform/concurrency.py);
-# a step failed by an unreachable storage (Failure with allow_retries) is retried after a pause.
+# a step failed by an unreachable storage is retried after a pause (`storage_failures`). No step RetryPolicy:
+# Dagster retries an interrupted step under one, so a run terminated (from the UI, or by the code server's
+# SIGTERM) would restart its step twice and take 30 s or more to stop.
 PER_CLASS_STEP = dict(
     partitions_def=fruit_classes,
     backfill_policy=BackfillPolicy.single_run(),
     group_name=GROUP,
-    retry_policy=RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL),
     pool=OUTPUTS_POOL,
 )
+STORAGE_RETRIES, STORAGE_RETRY_DELAY = 2, 5  # seconds, doubled at each retry
 PER_CLASS = dict(**PER_CLASS_STEP, owners=OWNERS)
 
 
@@ -274,9 +277,23 @@ def storage_failures():
     except MissingPartitionError as error:
         raise Failure(description=str(error), allow_retries=False) from error
     except StorageUnreachableError as error:  # the driver's own listing or read
-        raise Failure(description=f"Storage unreachable: {error}", allow_retries=True) from error
+        raise retry_later(Failure(description=f"Storage unreachable: {error}", allow_retries=True), error)
     except Exception as error:
         found = re.search(r"StorageUnreachableError: ([^\n]+)", str(error))
         if found is None:
             raise
-        raise Failure(description=f"Storage unreachable: {found.group(1)}", allow_retries=True) from error
+        failure = Failure(description=f"Storage unreachable: {found.group(1)}", allow_retries=True)
+        raise retry_later(failure, error)
+
+
+def retry_later(failure: Failure, cause: BaseException) -> RetryRequested:
+    """Dagster's request to retry the step after a pause (5 s, then 10 s), caused by `failure` (which the run's
+    events and the command's error line show)."""
+    failure.__cause__ = cause
+    try:
+        attempt = OpExecutionContext.get().retry_number
+    except DagsterInvariantViolationError:  # called outside a step
+        attempt = 0
+    retry = RetryRequested(max_retries=STORAGE_RETRIES, seconds_to_wait=STORAGE_RETRY_DELAY * 2**attempt)
+    retry.__cause__ = failure
+    return retry
