@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance
@@ -46,6 +46,14 @@ class DagsterDev:
     home: Path
     log_path: Path
     processes: list[subprocess.Popen]
+    commands: list[list[str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def restart(self, index: int) -> None:
+        """Stop the `index`-th service (its whole process group) and start it again, the others running on."""
+        _stop_group(self.processes[index])
+        with open(self.log_path, "ab") as log:
+            self.processes[index] = _start(self.commands[index], self.env, log)
 
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 10.0) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
@@ -146,7 +154,14 @@ def _serving(commands: list[list[str]], home, env, port: int, startup_timeout: f
     try:
         with open(log_path, "ab") as log:
             processes += [_start(command, child_env, log) for command in commands]
-        server = DagsterDev(url=f"http://127.0.0.1:{port}", home=home, log_path=log_path, processes=processes)
+        server = DagsterDev(
+            url=f"http://127.0.0.1:{port}",
+            home=home,
+            log_path=log_path,
+            processes=processes,
+            commands=commands,
+            env=child_env,
+        )
 
         def answers():
             with urllib.request.urlopen(f"{server.url}/server_info", timeout=3) as response:

@@ -242,3 +242,42 @@ def test_each_service_stops_within_10_s_of_sigterm_even_during_a_run(production,
     assert production.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELED
     assert production.event_log_storage.get_concurrency_info(OUTPUTS_POOL).claimed_slots == []
 
+
+LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
+    name updatedTimestamp locationOrLoadError { __typename } } } } }"""
+
+
+def test_the_webserver_and_the_daemon_reconnect_to_a_restarted_code_server(production, tmp_path):
+    """A deploy restarts the code server while the webserver and the daemon keep running: they reconnect by
+    themselves. The daemon's sensor, evaluated by the new code server, registers a class dropped in after the
+    restart, and the webserver reloads the code location from the new server."""
+    first, new = SAMPLE_CLASSES[:1], SAMPLE_CLASSES[1]
+    data = copy_classes(tmp_path / "data", first, per_split=1)
+    env = {
+        "FRUITS_DATA_ROOT": str(data),
+        "FRUITS_OUTPUT_ROOT": str(tmp_path / "out"),
+        "FRUITS_WEIGHTS": "random:0",
+        "FRUITS_AUTOMATION": "0",  # the sensor registers classes and requests no run: a short test
+        "FRUITS_SENSOR_INTERVAL_SECONDS": "5",
+        "FRUITS_DEPLOYMENT": "local",
+    }
+
+    def registered(classes):
+        return lambda: production.get_dynamic_partitions(fruit_classes.name) == classes
+
+    with running_production(Path(os.environ["DAGSTER_HOME"]), env) as server:
+
+        def location():
+            [entry] = server.graphql(LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
+            return entry if entry["locationOrLoadError"]["__typename"] == "RepositoryLocation" else None
+
+        server.wait_until(registered(first), timeout=180, interval=1, what="the first class registered")
+        loaded = server.wait_until(location, timeout=60, what="the code location in the webserver")
+        server.restart(0)
+        copy_classes(data, [new], per_split=1)
+        server.wait_until(registered([*first, new]), timeout=120, interval=1, what="the sensor, by the new server")
+        server.wait_until(
+            lambda: (entry := location()) and entry["updatedTimestamp"] > loaded["updatedTimestamp"],
+            timeout=60,
+            what="the webserver's reload from the new server",
+        )
