@@ -89,9 +89,9 @@ def confused_pairs_table(report: QualityReport, top: int = 10) -> tuple[Metadata
     code_version="1",
     automation_condition=AutomationCondition.eager(),
     description=(
-        "How well the features separate the fruit classes: a logistic regression (pyspark.ml) and a 1-nearest-"
-        "neighbour classifier (Euclidean) trained on the Training split and scored on the Test split, on the PCA "
-        "features and on the unreduced scaled features that `feature_model` gives every class's embeddings (what "
+        "How well the features separate the fruit classes: a logistic regression (pyspark.ml's objective, fitted in "
+        "NumPy) and a 1-nearest-neighbour classifier (Euclidean) trained on the Training split and scored on the Test "
+        "split, on the PCA features and on the unreduced scaled features that `feature_model` gives every class's embeddings (what "
         "`pca_features` and `scaled_features` hold once refreshed), with macro-F1, per-class accuracy, the most "
         "confused pairs, and the 1-NN accuracy-vs-k curve of a PCA refitted on the Training split (to choose k by "
         "accuracy, see `FRUITS_PCA_K_RULE`). Each class's partition adds that class's own accuracy. Records which "

@@ -1,13 +1,15 @@
 """How well the features separate fruit classes: classifiers trained on the Training split, scored on Test.
 
 Two classifiers, deliberately simple so that they measure the features rather than the classifier:
-  * a multinomial logistic regression (pyspark.ml `LogisticRegression`, L2-regularised), fitted by Spark;
-  * a 1-nearest-neighbour classifier with the **Euclidean** distance, in NumPy on the driver (pyspark.ml
-    has none). Euclidean because PCA is the best rank-k approximation in that very distance, so 1-NN
+  * a multinomial logistic regression, L2-regularised: pyspark.ml `LogisticRegression`'s model and objective,
+    fitted by L-BFGS in NumPy (`fruits_platform.ml.logistic`);
+  * a 1-nearest-neighbour classifier with the **Euclidean** distance, in NumPy (pyspark.ml has none).
+    Euclidean because PCA is the best rank-k approximation in that very distance, so 1-NN
     accuracy on `pca_features` vs `scaled_features` shows exactly what the reduction costs.
-The evaluated rows are collected once, through Arrow, for the 1-NN; beyond `max_images` they are a
-deterministic sample by uri (every class keeps its share), so that the driver's memory and the time stay
-bounded whatever the data's size. Predictions are reduced to a confusion matrix (classes x classes) from
+Spark reads and samples the rows; the evaluated rows are collected once, through Arrow, and both classifiers
+run on the driver, where each of the logistic regression's iterations is two matrix products instead of a
+Spark job. Beyond `max_images` the rows are a deterministic sample by uri (every class keeps its share), so
+that the driver's memory and the time stay bounded whatever the data's size. Predictions are reduced to a confusion matrix (classes x classes) from
 which accuracy, macro-F1, per-class accuracy and confused pairs all follow: Spark's evaluator has no
 macro-F1 (its "f1" is weighted by class support) and its per-label metrics cost one Spark job per class.
 
@@ -16,22 +18,20 @@ No Dagster here: `fruits_platform.assets.feature_quality` turns a `QualityReport
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from pyspark.ml.classification import LogisticRegression
-from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from fruits_platform.ml.logistic import fit_softmax_regression
 from fruits_platform.ml.neighbours import nearest_neighbour_predict
 from fruits_platform.ml.reduction import choose_k, principal_axes
 
 DEFAULT_CURVE_KS = (16, 32, 64, 128, 256)
 LOGREG, NEAREST = "logreg", "1nn"
 CLASSIFIERS = (LOGREG, NEAREST)
-LABEL_INDEX, VECTOR = "label_index", "quality_vector"
+LABEL_INDEX = "label_index"
 
 
 # --------------------------------------------------------------------------------------------- metrics
@@ -101,34 +101,19 @@ def score(classes: list[str], true_index, predicted_index) -> Scores:
 # ----------------------------------------------------------------------------------------- classifiers
 
 
-def fit_logistic_regression(training: DataFrame, vector_column: str, reg_param: float = 0.01, max_iter: int = 100):
-    """A multinomial LogisticRegression (L2 penalty `reg_param`) fitted on `training` (a frame with `label_index`
-    (double) and the vector column). No internal re-standardisation: scaled features are standardised already,
-    and PCA components must keep their variances (equalising them would amplify the noisy last components)."""
-    return LogisticRegression(
-        featuresCol=vector_column,
-        labelCol=LABEL_INDEX,
-        family="multinomial",
-        regParam=reg_param,
-        elasticNetParam=0.0,
-        standardization=False,
-        maxIter=max_iter,
-        tol=1e-6,
-    ).fit(training)
-
-
 def logistic_regression_predict(
-    training: DataFrame, test_x: np.ndarray, vector_column: str, reg_param: float = 0.01, max_iter: int = 100
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    classes: int,
+    test_x: np.ndarray,
+    reg_param: float = 0.01,
+    max_iter: int = 100,
 ) -> np.ndarray:
-    """`fit_logistic_regression`, then the label index of the largest margin for each row of `test_x` (the same
-    features as a matrix), which is what the model's own `transform` predicts.
-
-    The prediction is made here from the fitted coefficients rather than by a Spark job: Spark 4.0's model of
-    two classes carries a training summary that cannot be serialized into a job once the session has used
-    observed metrics (every write here does)."""
-    model = fit_logistic_regression(training, vector_column, reg_param, max_iter)
-    margins = np.asarray(test_x, dtype=np.float64) @ model.coefficientMatrix.toArray().T
-    return np.argmax(margins + model.interceptVector.toArray(), axis=1)
+    """A multinomial logistic regression (L2 penalty `reg_param`, pyspark.ml's objective) fitted on the Training
+    rows, then the class index of the largest margin for each row of `test_x`. No internal re-standardisation:
+    scaled features are standardised already, and PCA components must keep their variances (equalising them
+    would amplify the noisy last components)."""
+    return fit_softmax_regression(train_x, train_y, classes, reg_param, max_iter).predict(test_x)
 
 
 # ------------------------------------------------------------------------------------------ evaluation
@@ -211,66 +196,49 @@ def evaluate_features(
     cost minutes). Beyond `max_images` rows, on the `evaluation_sample`. Test images of a class
     with no Training image cannot be classified right: they are left out and the class named."""
     frame, total_images, fraction = evaluation_sample(frame, max_images)
-    classes = sorted(r[0] for r in frame.select("label").distinct().collect())
-    index_of = F.create_map(*[F.lit(v) for i, c in enumerate(classes) for v in (c, float(i))])
-    rows = (
-        frame.select("uri", "label", "split", "scaled_features", "pca_features")
-        .withColumn(LABEL_INDEX, index_of[F.col("label")])
-        .withColumn("scaled_vector", array_to_vector("scaled_features"))
-        .withColumn("pca_vector", array_to_vector("pca_features"))
-        .coalesce(frame.sparkSession.sparkContext.defaultParallelism)  # small data: few, larger tasks
-        # Kept without its lineage: each iteration of the fits below would ship the plan that made the rows.
-        .localCheckpoint()
-    )
-    try:
-        # Every row is collected once (1-NN and the curve run on the driver); counts and checks use it too.
-        collected = arrays(rows, ["uri", "split", LABEL_INDEX, "scaled_features", "pca_features"])
-        order = np.argsort(collected["uri"], kind="stable")  # a deterministic order (1-NN ties)
-        collected = {name: values[order] for name, values in collected.items()}
-        total_images = len(order) if total_images is None else total_images
-        trained = np.unique(collected[LABEL_INDEX][collected["split"] == "Training"])
-        untrained = sorted({classes[int(i)] for i in collected[LABEL_INDEX]} - {classes[int(i)] for i in trained})
-        scored = (collected["split"] == "Training") | np.isin(collected[LABEL_INDEX], trained)
-        collected = {name: values[scored] for name, values in collected.items()}
-        is_training = collected["split"] == "Training"
-        labels = collected[LABEL_INDEX].astype(np.int64)
-        training_images, test_images = int(is_training.sum()), int((collected["split"] == "Test").sum())
-        if training_images < 2 or test_images < 1:
-            raise ValueError(f"need Training and Test images, got {training_images} and {test_images}")
-        if len(np.unique(labels[is_training])) < 2:
-            raise ValueError("a classifier needs Training images of at least 2 classes")
-        training = rows.where(F.col("split") == "Training")
-        scaled = collected["scaled_features"].astype(np.float64)
+    # Every row is collected once: both classifiers and the curve run on the driver.
+    collected = arrays(frame, ["uri", "label", "split", "scaled_features", "pca_features"])
+    order = np.argsort(collected["uri"], kind="stable")  # a deterministic order (1-NN ties)
+    collected = {name: values[order] for name, values in collected.items()}
+    classes = sorted(set(collected["label"].tolist()))
+    labels = np.searchsorted(classes, collected["label"]).astype(np.int64)
+    total_images = len(order) if total_images is None else total_images
+    trained = np.unique(labels[collected["split"] == "Training"])
+    untrained = sorted({classes[i] for i in labels} - {classes[i] for i in trained})
+    scored = (collected["split"] == "Training") | np.isin(labels, trained)
+    collected, labels = {name: values[scored] for name, values in collected.items()}, labels[scored]
+    is_training = collected["split"] == "Training"
+    training_images, test_images = int(is_training.sum()), int((collected["split"] == "Test").sum())
+    if training_images < 2 or test_images < 1:
+        raise ValueError(f"need Training and Test images, got {training_images} and {test_images}")
+    if len(np.unique(labels[is_training])) < 2:
+        raise ValueError("a classifier needs Training images of at least 2 classes")
+    scaled = collected["scaled_features"].astype(np.float64)
 
-        def nearest(x):
-            predicted = nearest_neighbour_predict(x[is_training], labels[is_training], x[~is_training])
-            return score(classes, labels[~is_training], predicted)
+    def nearest(x):
+        predicted = nearest_neighbour_predict(x[is_training], labels[is_training], x[~is_training])
+        return score(classes, labels[~is_training], predicted)
 
-        def logreg(features: str) -> Scores:
-            test_x = collected[f"{features}_features"][~is_training]
-            predicted = logistic_regression_predict(
-                training, test_x, f"{features}_vector", reg_param=reg_param, max_iter=max_iter
-            )
-            return score(classes, labels[~is_training], predicted)
+    def logreg(x) -> Scores:
+        predicted = logistic_regression_predict(
+            x[is_training], labels[is_training], len(classes), x[~is_training], reg_param, max_iter
+        )
+        return score(classes, labels[~is_training], predicted)
 
-        # The accuracy-vs-k curve (1-NN): the principal axes of the Training rows (what feature_model
-        # fits), computed here on the driver from the rows already collected, the first k for every k.
-        spectrum, axes = principal_axes(scaled[is_training])
-        variance_k = choose_k(spectrum, None, variance_threshold)
-        pca_k = collected["pca_features"].shape[1]
-        ks = curve_ks(spectrum, ks, extra=(variance_k, pca_k))
-        projected = scaled @ axes[:, : max(ks)]
-        curve = {k: {NEAREST: nearest(projected[:, :k]).accuracy} for k in ks}
-
-        # The two Spark fits are independent: on small data Spark's per-iteration latency, not the CPU,
-        # bounds each fit, so they run from two threads at once (Spark accepts jobs from several threads).
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            fits = {features: pool.submit(logreg, features) for features in ("pca", "scaled")}
-            scores = {(LOGREG, features): future.result() for features, future in fits.items()}
-        scores[(NEAREST, "pca")] = nearest(collected["pca_features"])
-        scores[(NEAREST, "scaled")] = nearest(scaled)
-    finally:
-        rows.unpersist()
+    # The accuracy-vs-k curve (1-NN): the principal axes of the Training rows (what feature_model
+    # fits), computed here on the driver from the rows already collected, the first k for every k.
+    spectrum, axes = principal_axes(scaled[is_training])
+    variance_k = choose_k(spectrum, None, variance_threshold)
+    pca_k = collected["pca_features"].shape[1]
+    ks = curve_ks(spectrum, ks, extra=(variance_k, pca_k))
+    projected = scaled @ axes[:, : max(ks)]
+    curve = {k: {NEAREST: nearest(projected[:, :k]).accuracy} for k in ks}
+    scores = {
+        (LOGREG, "pca"): logreg(collected["pca_features"]),
+        (LOGREG, "scaled"): logreg(collected["scaled_features"]),
+        (NEAREST, "pca"): nearest(collected["pca_features"]),
+        (NEAREST, "scaled"): nearest(scaled),
+    }
     return QualityReport(
         classes=classes,
         training_images=training_images,
