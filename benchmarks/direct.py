@@ -166,11 +166,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", required=True, help="DIR/{Training,Test}/<Class>/*")
     parser.add_argument("--output-root", required=True, help="the four datasets go to DIR/<dataset>/")
-    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="a Keras MobileNetV2 .weights.h5 file")
+    parser.add_argument(
+        "--weights", default=str(DEFAULT_WEIGHTS), help="a Keras MobileNetV2 .weights.h5 file (random:<seed> for tests)"
+    )
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="one per core (default)")
     parser.add_argument("--json", help="also write the figures to this file")
     options = parser.parse_args()
-    if not Path(options.weights).is_file():
+    if not options.weights.startswith("random:") and not Path(options.weights).is_file():
         raise SystemExit(f"weights not found: {options.weights}")
     report = run(Path(options.data_root), Path(options.output_root), options.weights, options.processes)
     stages = ", ".join(f"{name} {value}s" for name, value in report["stages_seconds"].items())
