@@ -31,7 +31,7 @@ from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import RANGE_START
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
 from fruits_platform_tests.dagster_dev import fresh_for, running_production
-from fruits_platform_tests.postgres import create_database, postgres_bin, production_home, running_postgres
+from fruits_platform_tests.postgres import create_database, postgres_for_tests, production_home
 
 CLI = [sys.executable, "-m", "fruits_platform.cli"]
 STEP_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
@@ -39,11 +39,7 @@ STEP_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, Dagst
 
 @pytest.fixture(scope="module")
 def postgres_server():
-    if not postgres_bin("initdb"):
-        if os.getenv("CI"):
-            pytest.fail("PostgreSQL is not installed: .ci/run installs the Debian package postgresql")
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    with running_postgres() as env:
+    with postgres_for_tests() as env:
         yield env
 
 
