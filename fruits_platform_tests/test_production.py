@@ -66,6 +66,17 @@ def step_windows(instance: DagsterInstance, run_id: str) -> list[tuple[str, floa
     return windows
 
 
+def services_env(data: Path, out: Path) -> dict[str, str]:
+    """The services' settings: the sample's classes, random weights, sensors and automation on."""
+    return {
+        "FRUITS_DATA_ROOT": str(data),
+        "FRUITS_OUTPUT_ROOT": str(out),
+        "FRUITS_WEIGHTS": "random:0",
+        "FRUITS_AUTOMATION": "1",
+        "FRUITS_DEPLOYMENT": "local",
+    }
+
+
 def test_production_instance_is_postgres_with_a_limited_outputs_pool(production):
     assert isinstance(production.run_storage, PostgresRunStorage)
     assert isinstance(production.event_log_storage, PostgresEventLogStorage)
@@ -131,13 +142,7 @@ def test_daemon_registers_embeds_refits_and_refreshes_a_new_class(production, tm
     into the data root become fresh assets with no human action; then a new class refreshes every class."""
     first, new = SAMPLE_CLASSES[:2], SAMPLE_CLASSES[2]
     data = copy_classes(tmp_path / "data", first, per_split=3)
-    env = {
-        "FRUITS_DATA_ROOT": str(data),
-        "FRUITS_OUTPUT_ROOT": str(tmp_path / "out"),
-        "FRUITS_WEIGHTS": "random:0",
-        "FRUITS_AUTOMATION": "1",
-        "FRUITS_DEPLOYMENT": "local",
-    }
+    env = services_env(data, tmp_path / "out")
     home = Path(os.environ["DAGSTER_HOME"])
     with running_production(home, env) as server:
         locations = server.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
@@ -207,13 +212,7 @@ def test_each_service_stops_within_10_s_of_sigterm_even_during_a_run(production,
     launched embeds images: the run is terminated (canceled, its pool slot freed) and the server exits 0 with
     everything it started; then the webserver and the daemon."""
     data = copy_classes(tmp_path / "data", SAMPLE_CLASSES)
-    env = {
-        "FRUITS_DATA_ROOT": str(data),
-        "FRUITS_OUTPUT_ROOT": str(tmp_path / "out"),
-        "FRUITS_WEIGHTS": "random:0",
-        "FRUITS_AUTOMATION": "1",
-        "FRUITS_DEPLOYMENT": "local",
-    }
+    env = services_env(data, tmp_path / "out")
 
     def embedding():
         """A run past its model's load (an import of TensorFlow in progress defers any signal until it ends)."""
