@@ -47,7 +47,7 @@ OWNERS = ["team:data-platform"]
 # time in the outputs pool (fruits_platform/concurrency.py);
 # a step failed by an unreachable storage is retried after a pause (`storage_failures`). No step RetryPolicy:
 # Dagster retries an interrupted step under one, so a run terminated (from the UI, or by the code server's
-# SIGTERM) would restart its step twice and take 30 s or more to stop.
+# SIGTERM) would restart its step instead of stopping (docs/failure-modes.md).
 PER_CLASS_STEP = dict(
     partitions_def=fruit_classes,
     backfill_policy=BackfillPolicy.single_run(),

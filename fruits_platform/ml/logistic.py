@@ -43,7 +43,7 @@ def objective_and_gradient(
     penalty_weights: np.ndarray | float = 1.0,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean log-loss + reg_param / 2 * sum(penalty_weights * W^2) and its gradient in W and b. `x` float32 (the
-    products run in single precision, twice as fast; the sums that follow are in double)."""
+    products run in single precision, the sums that follow are in double)."""
     margins = (x @ coefficients.T.astype(np.float32)).astype(np.float64) + intercepts
     margins -= margins.max(axis=1, keepdims=True)
     exponentials = np.exp(margins)
