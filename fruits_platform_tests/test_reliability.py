@@ -116,7 +116,7 @@ def embedding_run(home):
     """The run of a command past its model's load, embedding images, or None."""
     if not (home / "history" / "runs.db").exists():
         return None
-    with DagsterInstance.from_config(str(home)) as instance:
+    with setup_lock(home), DagsterInstance.from_config(str(home)) as instance:  # not while the command creates it
         for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
             if any("embedded before" in entry.user_message for entry in instance.all_logs(run.run_id)):
                 return run
