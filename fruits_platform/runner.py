@@ -69,6 +69,24 @@ def add_classes(instance: DagsterInstance, keys: list[str], attempts: int = 3) -
                 raise
 
 
+SPARK_ERRORS = {"Py4JJavaError", "PythonException"}
+
+
+def spark_cause(message: str) -> str | None:
+    """The innermost cause in the message of an error Spark raised through Py4J (whose first line only names the
+    JVM call or says "see below"): a Python worker's exception, else the last `Caused by:`, else the JVM
+    exception's own line."""
+    lines = message.strip().splitlines()
+    tracebacks = [i for i, line in enumerate(lines) if line.endswith("Traceback (most recent call last):")]
+    if tracebacks:  # the worker's exception is the first unindented line after its traceback
+        raised = next((line for line in lines[tracebacks[-1] + 1 :] if line and not line[0].isspace()), None)
+        if raised:
+            return raised
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by: ")]
+    causes = causes[-1:] or [line.removeprefix(": ") for line in lines if line.startswith(": ")][:1]
+    return causes[0] if causes else None
+
+
 def first_error_line(result) -> str:
     """The run's first error in one line: the user code's own message (not Dagster's wrappers), and where."""
     for event in result.all_events:
@@ -80,6 +98,8 @@ def first_error_line(result) -> str:
         ):
             error = error.cause
         message = error.message.strip().splitlines()[0].removeprefix("dagster._core.definitions.events.Failure: ")
+        if error.cls_name in SPARK_ERRORS:
+            message = spark_cause(error.message) or message
         if error.cls_name == "DagsterExecutionInterruptedError":  # Ctrl-C or SIGTERM
             message = "interrupted (the run is marked failed; every output keeps its previous version)"
         return f"{event.step_key or 'run start'}: {message}"

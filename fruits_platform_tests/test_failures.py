@@ -597,6 +597,35 @@ def test_missing_upstream_data_fails_naming_the_path_and_the_fix(spark, tmp_path
     )
 
 
+def test_a_spark_error_is_one_line_naming_its_cause_not_the_jvm_call(spark, tmp_path):
+    """Spark raises a job's failure as `Py4JJavaError: An error occurred while calling o123.collectToPython.`
+    (or a worker's as "An exception was thrown from the Python worker"): the run's one line names the cause."""
+    from dagster import asset, materialize
+    from pyspark.sql import functions as F
+
+    from fruits_platform.spark.datasets import qualify
+
+    spark.range(3).write.parquet(str(tmp_path / "gone"))
+    vanishing = spark.read.parquet(qualify(str(tmp_path / "gone")))
+    for part in (tmp_path / "gone").glob("*.parquet"):
+        part.unlink()
+
+    @asset
+    def read_a_vanished_file():
+        vanishing.collect()
+
+    @asset
+    def divide_by_zero_in_a_worker():
+        spark.range(1).select(F.udf(lambda x: x // 0, "long")("id")).collect()
+
+    lines = []
+    for step in (read_a_vanished_file, divide_by_zero_in_a_worker):
+        with instance_for_test() as instance:
+            lines.append(first_error_line(materialize([step], instance=instance, raise_on_error=False)))
+    assert lines[0].startswith("read_a_vanished_file: java.io.FileNotFoundException: File file:"), lines[0]
+    assert lines[1] == "divide_by_zero_in_a_worker: ZeroDivisionError: integer division or modulo by zero"
+
+
 def first_error_of_one_class(tmp_path, assets: list[str], label: str) -> str:
     """The first error of a run of `assets` for the class `label` alone (registered), on the bundled sample."""
     from dagster import materialize
