@@ -244,8 +244,8 @@ def timed_evaluation(instance, resources) -> dict:
     from dagster import materialize
 
     from fruits_platform.definitions import defs
-    from fruits_platform.partitions import fruit_classes
-    from fruits_platform.runner import latest_metadata, range_tags
+    from fruits_platform.partitions import fruit_classes, range_tags
+    from fruits_platform.runner import latest_metadata
 
     classes = instance.get_dynamic_partitions(fruit_classes.name)
     started = time.perf_counter()

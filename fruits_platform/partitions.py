@@ -6,6 +6,14 @@ from dagster import DynamicPartitionsDefinition
 
 fruit_classes = DynamicPartitionsDefinition(name="fruit_classes")
 
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def range_tags(keys: list[str]) -> dict[str, str]:
+    """The tags of a run over the partition key range from keys[0] to keys[-1]."""
+    return {RANGE_START: keys[0], RANGE_END: keys[-1]}
+
+
 # Dagster refuses these in partition keys; a comma would make a key ambiguous in `--classes`.
 _FORBIDDEN = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0", ",")
 

@@ -8,15 +8,8 @@ from sqlalchemy.exc import IntegrityError
 
 from fruits_platform.concurrency import process_tags
 from fruits_platform.jobs import EMBEDDING, REFRESH
-from fruits_platform.partitions import fruit_classes, split_usable
+from fruits_platform.partitions import fruit_classes, range_tags, split_usable
 from fruits_platform.sources import list_classes
-
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-
-
-def range_tags(keys: list[str]) -> dict[str, str]:
-    """The tags of a run over the partition key range from keys[0] to keys[-1]."""
-    return {RANGE_START: keys[0], RANGE_END: keys[-1]}
 
 
 class MaterializationError(RuntimeError):
@@ -109,7 +102,7 @@ def first_error_line(result) -> str:
 def asset_names() -> list[str]:
     """Every asset of the code location in the pipeline's order: each before the assets it feeds, the longest
     chain first (raw_images ... pca_features, then the assets that only read them)."""
-    from fruits_platform.definitions import defs
+    from fruits_platform.definitions import defs  # imported late: it reads the settings the command sets first
 
     graph = defs.resolve_asset_graph()
     height: dict[AssetKey, int] = {}  # the longest path from the asset to one nothing reads
@@ -136,7 +129,7 @@ def materialize_classes(
     With `resources`, the assets run in this process with them (`materialize`); without, the code
     location's own job and resources run (`execute_job` on a reconstructable job, which is what the
     EMR step launcher needs)."""
-    from fruits_platform.definitions import defs, fruit_features_job
+    from fruits_platform.definitions import defs, fruit_features_job  # late, as in asset_names
 
     graph = defs.resolve_asset_graph()
     registered = instance.get_dynamic_partitions(fruit_classes.name)

@@ -35,9 +35,8 @@ from dagster import (
 )
 
 from fruits_platform.jobs import embed_classes_job
-from fruits_platform.partitions import fruit_classes, unusable_key_reason
+from fruits_platform.partitions import fruit_classes, range_tags, unusable_key_reason
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.runner import range_tags
 from fruits_platform.sources import SPLITS, is_s3, split_s3
 
 LOOKBACK = timedelta(minutes=15)

@@ -22,8 +22,9 @@ from fruits_platform.ml.quality import (
     score,
 )
 from fruits_platform.ml.reduction import choose_k_by_accuracy, first_components, model_fingerprint, validation_split
+from fruits_platform.partitions import range_tags
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.runner import latest_metadata, materialize_classes, range_tags, register_classes
+from fruits_platform.runner import latest_metadata, materialize_classes, register_classes
 from fruits_platform_tests.conftest import FULL_SAMPLE, SAMPLE_CLASSES, SAMPLE_ROOT, copy_classes
 from fruits_platform_tests.test_pipeline import resources
 

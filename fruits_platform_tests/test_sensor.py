@@ -13,9 +13,8 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 
 from fruits_platform import sensors
 from fruits_platform.definitions import defs
-from fruits_platform.partitions import fruit_classes
+from fruits_platform.partitions import fruit_classes, range_tags
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.runner import range_tags
 from fruits_platform.sensors import build_new_images_sensor, list_objects
 from fruits_platform_tests.corpus import valid_jpeg
 from fruits_platform_tests.emr_emulator import moto_server
