@@ -2,7 +2,8 @@
 
 `running_postgres()` runs `initdb` and `pg_ctl` in a new temp folder (as the `postgres` user when we are
 root: the server refuses to run as root), with a random password for the `dagster` user, and yields the
-`DAGSTER_PG_*` environment that `deploy/dagster.yaml` reads. It stops the server and removes the folder on exit.
+`DAGSTER_PG_*` environment that `deploy/dagster.yaml` reads. It stops the server and removes the folder on exit;
+`restart_postgres(env)` restarts it meanwhile.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from fruits_platform_tests.dagster_dev import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCTION_INSTANCE = REPO / "deploy" / "dagster.yaml"
+_RESTARTS: dict[str, Callable[[], None]] = {}  # DAGSTER_PG_PORT: the restart of that running server
 
 
 def postgres_bin(name: str) -> str | None:
@@ -55,6 +57,10 @@ def running_postgres(database: str = "dagster") -> Iterator[dict[str, str]]:
         server(initdb, "-D", str(data), "-U", "dagster", f"--pwfile={password_file}", "--auth=scram-sha-256")
         options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={folder} -c fsync=off"
         server(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "server.log"), "-w", "start")
+        # The same options again (pg_ctl keeps them); the log too, or the server would write to our pipe.
+        _RESTARTS[str(port)] = lambda: server(
+            pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-m", "fast", "-w", "restart"
+        )
         try:
             env = {
                 "DAGSTER_PG_HOST": "127.0.0.1",
@@ -66,6 +72,7 @@ def running_postgres(database: str = "dagster") -> Iterator[dict[str, str]]:
             create_database(env)
             yield env
         finally:
+            _RESTARTS.pop(str(port), None)
             server(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
     except subprocess.CalledProcessError as error:
         log = folder / "server.log"
@@ -73,6 +80,11 @@ def running_postgres(database: str = "dagster") -> Iterator[dict[str, str]]:
         raise RuntimeError(f"PostgreSQL failed: {error.cmd[-3:]}: {error.stderr.strip()}\n{detail}") from error
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def restart_postgres(env: dict[str, str]) -> None:
+    """Restart the server of `env` (`running_postgres()`'s) as an operator does: fast, ending every session."""
+    _RESTARTS[env["DAGSTER_PG_PORT"]]()
 
 
 def create_database(env: dict[str, str]) -> None:

@@ -9,7 +9,7 @@ import yaml
 from dagster import DagsterInstance
 
 from fruits_platform.postgres_storage import PooledPostgresStorage
-from fruits_platform_tests.postgres import postgres_for_tests, production_home
+from fruits_platform_tests.postgres import create_database, postgres_for_tests, production_home, restart_postgres
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,23 @@ def test_the_deployed_storage_reuses_its_connections(server, tmp_path, monkeypat
     else:
         assert calls[0] and all(pids == calls[0] for pids in calls), calls  # the same sessions serve every call
     assert disposed == set()
+
+
+def test_the_kept_connections_survive_a_restart_of_the_server(server, tmp_path, monkeypatch):
+    """The server ends every session as it restarts: the first call of each storage after it gets a new
+    connection instead of failing on the one it kept (it did, once in every process: a run's event write too)."""
+    env = {**server, "DAGSTER_PG_DB": "restarted"}
+    create_database(env)
+    home = production_home(tmp_path / "home")
+    for name, value in {**env, "DAGSTER_HOME": str(home)}.items():
+        monkeypatch.setenv(name, value)
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("fruit_classes", ["before"])
+        before = backends(env)
+        assert before  # the run, event log and schedule storages' kept connections
+        restart_postgres(env)
+        assert instance.get_runs() == []  # run storage
+        instance.add_dynamic_partitions("fruit_classes", ["after"])  # event log storage
+        assert instance.get_dynamic_partitions("fruit_classes") == ["before", "after"]
+        assert instance.all_instigator_state() == []  # schedule storage
+        assert backends(env).isdisjoint(before)
