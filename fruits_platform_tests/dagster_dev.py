@@ -49,9 +49,13 @@ class DagsterDev:
     commands: list[list[str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
-    def restart(self, index: int) -> None:
-        """Stop the `index`-th service (its whole process group) and start it again, the others running on."""
-        _stop_group(self.processes[index])
+    def restart(self, index: int, kill: bool = False) -> None:
+        """Stop the `index`-th service (its whole process group) and start it again, the others running on.
+        With `kill`, SIGKILL the group at once (a crash, the OOM killer, a lost host) instead."""
+        if kill:
+            _kill_group(self.processes[index])
+        else:
+            _stop_group(self.processes[index])
         with open(self.log_path, "ab") as log:
             self.processes[index] = _start(self.commands[index], self.env, log)
 
@@ -102,6 +106,18 @@ def _stop_group(process: subprocess.Popen) -> None:
             if process.poll() is not None and not _group_alive(process.pid):
                 return
             time.sleep(0.25)
+
+
+def _kill_group(process: subprocess.Popen, grace: float = 10) -> None:
+    """SIGKILL the process group of `process` and wait until all of it is gone."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    process.wait(timeout=grace)
+    deadline = time.monotonic() + grace
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _group_alive(pgid: int) -> bool:

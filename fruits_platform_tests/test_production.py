@@ -10,11 +10,13 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, BulkActionStatus
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from fruits_platform.concurrency import (
@@ -26,14 +28,14 @@ from fruits_platform.concurrency import (
     process_tags,
     release_dead_runs,
 )
-from fruits_platform.partitions import fruit_classes
+from fruits_platform.partitions import RANGE_END, RANGE_START, fruit_classes
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.runner import RANGE_START
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
-from fruits_platform_tests.dagster_dev import fresh_for, running_production
-from fruits_platform_tests.postgres import create_database, postgres_for_tests, production_home
+from fruits_platform_tests.dagster_dev import EVERY_ASSET, DagsterDev, fresh_for, running_production
+from fruits_platform_tests.postgres import create_database, postgres_for_tests, production_home, restart_postgres
 
 CLI = [sys.executable, "-m", "fruits_platform.cli"]
+PER_CLASS_ASSETS = ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]
 STEP_EVENTS = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
 
 
@@ -64,6 +66,15 @@ def step_windows(instance: DagsterInstance, run_id: str) -> list[tuple[str, floa
         else:
             windows.append((entry.step_key, started.pop(entry.step_key), entry.timestamp))
     return windows
+
+
+def assert_every_image_once(out: Path, assets: list[str], images: int) -> None:
+    """Each of `assets`' outputs holds one row per image (`images` of them): nothing lost or written twice;
+    no staged or trashed file left behind."""
+    for asset in assets:
+        table = ds.dataset(str(out / asset)).to_table()
+        assert table.num_rows == images and len(set(table.column("uri").to_pylist())) == images, asset
+    assert not [p for p in out.glob("*/_*/**/*.parquet")], "a staged or trashed file was left behind"
 
 
 def services_env(data: Path, out: Path) -> dict[str, str]:
@@ -129,11 +140,7 @@ def test_two_overlapping_materializations_never_write_at_once(production, tmp_pa
                 assert end_a <= start_b or end_b <= start_a, f"{step_a} of {run_a} overlapped {step_b} of {run_b}"
 
     # Nothing lost or mixed: one row per image in every per-class output, the one model's features.
-    images = sum(1 for _ in data.glob("*/*/*"))
-    for asset in ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]:
-        table = ds.dataset(str(out / asset)).to_table()
-        assert table.num_rows == images and len(set(table.column("uri").to_pylist())) == images, asset
-    assert not [p for p in out.glob("*/_*/**/*.parquet")], "a staged or trashed file was left behind"
+    assert_every_image_once(out, PER_CLASS_ASSETS, images=sum(1 for _ in data.glob("*/*/*")))
     assert production.event_log_storage.get_concurrency_info(OUTPUTS_POOL).claimed_slots == []
 
 
@@ -242,6 +249,12 @@ LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
     name updatedTimestamp locationOrLoadError { __typename } } } } }"""
 
 
+def loaded_location(server: DagsterDev) -> dict | None:
+    """The webserver's entry of the code location, once it has loaded it (else None)."""
+    [entry] = server.graphql(LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
+    return entry if entry["locationOrLoadError"]["__typename"] == "RepositoryLocation" else None
+
+
 def test_the_webserver_and_the_daemon_reconnect_to_a_restarted_code_server(production, tmp_path):
     """A deploy restarts the code server while the webserver and the daemon keep running: they reconnect by
     themselves. The daemon's sensor, evaluated by the new code server, registers a class dropped in after the
@@ -261,11 +274,7 @@ def test_the_webserver_and_the_daemon_reconnect_to_a_restarted_code_server(produ
         return lambda: production.get_dynamic_partitions(fruit_classes.name) == classes
 
     with running_production(Path(os.environ["DAGSTER_HOME"]), env) as server:
-
-        def location():
-            [entry] = server.graphql(LOCATION_QUERY)["workspaceOrError"]["locationEntries"]
-            return entry if entry["locationOrLoadError"]["__typename"] == "RepositoryLocation" else None
-
+        location = partial(loaded_location, server)
         server.wait_until(registered(first), timeout=180, interval=1, what="the first class registered")
         loaded = server.wait_until(location, timeout=60, what="the code location in the webserver")
         server.restart(0)
@@ -276,3 +285,92 @@ def test_the_webserver_and_the_daemon_reconnect_to_a_restarted_code_server(produ
             timeout=60,
             what="the webserver's reload from the new server",
         )
+
+
+LAUNCH_BACKFILL = """mutation ($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+    __typename ... on LaunchBackfillSuccess { backfillId } ... on Error { message } } }"""
+
+
+def test_a_backfill_survives_its_daemon_killed_before_and_after_it_launches_runs(production, tmp_path):
+    """The daemon SIGKILLed (a crash, the OOM killer) with a backfill requested as the UI does, before it launched
+    any run, then again the moment its first run appears (it was then between the two runs it creates); each time
+    a new daemon takes over. The backfill completes, each of its runs launched once, every image written once."""
+    classes, wanted = SAMPLE_CLASSES[:4], [SAMPLE_CLASSES[0], SAMPLE_CLASSES[1], SAMPLE_CLASSES[3]]
+    data = copy_classes(tmp_path / "data", classes, per_split=2)
+    out = tmp_path / "out"
+    env = {**services_env(data, out), "FRUITS_AUTOMATION": "0"}  # no run but the backfill's
+    production.add_dynamic_partitions(fruit_classes.name, classes)
+    embedding = [{"path": [asset]} for asset in PER_CLASS_ASSETS[:2]]
+    params = {"assetSelection": embedding, "partitionNames": wanted, "fromFailure": False, "tags": []}
+    daemon = 2
+    with running_production(Path(os.environ["DAGSTER_HOME"]), env) as server:
+        server.wait_until(partial(loaded_location, server), timeout=60, what="the code location in the webserver")
+        launched = server.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+
+        def runs():
+            return production.get_runs(RunsFilter.for_backfill(backfill_id))
+
+        def ended():
+            backfill = production.get_backfill(backfill_id)
+            return backfill if backfill.status in BULK_ACTION_TERMINAL_STATUSES else None
+
+        assert not runs()  # the daemon looks for backfills every 30 s: it has not launched any run yet
+        server.restart(daemon, kill=True)
+        server.wait_until(runs, timeout=120, interval=0.1, what="the backfill's first run")
+        server.restart(daemon, kill=True)
+        backfill = server.wait_until(ended, timeout=300, interval=1, what="the backfill's end")
+        assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, server.log_tail()
+    # The single-run policy: one run per range of consecutive classes, [0, 1] and [3].
+    ranges = sorted((run.tags[RANGE_START], run.tags[RANGE_END]) for run in runs())
+    assert ranges == [(wanted[0], wanted[1]), (wanted[2], wanted[2])]
+    assert all(run.is_success for run in runs())
+    assert_every_image_once(
+        out, PER_CLASS_ASSETS[:2], images=sum(1 for name in wanted for _ in data.glob(f"*/{name}/*"))
+    )
+
+
+def test_a_run_recording_its_events_goes_on_through_a_restart_of_postgresql(postgres_server, production, tmp_path):
+    """PostgreSQL restarted (an upgrade, a failover, a reboot) while a `fruits-platform materialize` run records
+    its events: every process's kept connections are gone, and each is replaced at its next use. The run goes on
+    and succeeds (had the restart ended a write in flight: the command fails in one line and the same command
+    succeeds); the instance, open across the restart, still answers."""
+    data = copy_classes(tmp_path / "data", SAMPLE_CLASSES[:2], per_split=2)
+    out = tmp_path / "out"
+    args = ["materialize", "--data-root", str(data), "--output-root", str(out), "--weights", "random:0"]
+
+    def materialize() -> tuple[int, str]:
+        done = subprocess.run(CLI + args, check=False, capture_output=True, text=True, timeout=300)  # no hang
+        return done.returncode, done.stderr
+
+    def recording() -> str | None:
+        """The command's run, once past the start of its first step (it records events as it goes)."""
+        for run in production.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+            if production.all_logs(run.run_id, of_type=DagsterEventType.STEP_START):
+                return run.run_id
+        return None
+
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(materialize)
+        deadline = time.monotonic() + 180
+        while not (run_id := recording()):
+            assert not first.done() and time.monotonic() < deadline, "no run started its first step"
+            time.sleep(0.2)
+        restarted = time.time()
+        restart_postgres(postgres_server)
+        returncode, stderr = first.result()
+    if returncode:
+        assert stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr[-3000:]
+        returncode, stderr = materialize()
+    assert returncode == 0, stderr[-3000:]
+
+    # This process's instance, open across the restart, answers too: its connections were replaced as well.
+    runs = production.get_runs()
+    assert runs[0].is_success and runs[-1].run_id == run_id, [(run.run_id, run.status) for run in runs]
+    if len(runs) == 1:  # the run went on through the restart: what it recorded after it is all there
+        materialized = production.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION)
+        after = {entry.dagster_event.asset_key.path[-1] for entry in materialized if entry.timestamp > restarted}
+        assert after == set(EVERY_ASSET)
+    assert_every_image_once(out, PER_CLASS_ASSETS, images=sum(1 for _ in data.glob("*/*/*")))
+    assert production.event_log_storage.get_concurrency_info(OUTPUTS_POOL).claimed_slots == []
