@@ -21,10 +21,11 @@ from fruits_platform.ml.quality import (
     logistic_regression_predict,
     score,
 )
-from fruits_platform.ml.reduction import choose_k_by_accuracy, first_components, model_fingerprint, validation_split
+from fruits_platform.ml.reduction import choose_k_by_accuracy, fit_feature_model, transform_features, validation_split
 from fruits_platform.partitions import range_tags
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import latest_metadata, materialize_classes, register_classes
+from fruits_platform.spark.jvm import model_fingerprint
 from fruits_platform_tests.conftest import FULL_SAMPLE, SAMPLE_CLASSES, SAMPLE_ROOT, copy_classes
 from fruits_platform_tests.test_pipeline import resources
 
@@ -321,34 +322,34 @@ def test_k_by_accuracy_uses_held_out_training_only(spark, real):
     assert tried[k] >= full and all(tried[j] < full for j in tried if j < k)
 
 
-def test_first_components_is_what_a_fit_with_that_k_returns(spark, tmp_path):
+def test_the_model_fitted_from_moments_is_what_pyspark_ml_fits(spark, tmp_path):
+    """`fit_feature_model` sums moments in one pass and builds the pyspark.ml models from arrays through their
+    JVM constructors (`spark/jvm.py`): the same scaler, the same axes with the same signs, the same explained
+    variance, the same transform, saved and loaded as a PipelineModel, on this Spark."""
     from pyspark.ml import PipelineModel
-    from pyspark.ml.feature import PCA
-    from pyspark.ml.linalg import Vectors
+    from pyspark.ml.feature import PCA, StandardScaler
+    from pyspark.ml.functions import array_to_vector
 
     rng = np.random.default_rng(1)
-    rows = rng.normal(size=(40, 12)) @ rng.normal(size=(12, 12))  # correlated columns, distinct eigenvalues
-    frame = spark.createDataFrame([(Vectors.dense(row),) for row in rows], ["x"])
-    full = PCA(k=12, inputCol="x", outputCol="y").fit(frame)
-    direct = PCA(k=5, inputCol="x", outputCol="y").fit(frame)
-    truncated = first_components(full, 5)
-    assert truncated.getK() == 5 and truncated.getInputCol() == "x" and truncated.getOutputCol() == "y"
-    # Two fits agree to float rounding, not bit for bit (Spark's SVD is not deterministic in every version),
-    # and a component is defined up to its sign.
-    signs = np.sign(np.sum(truncated.pc.toArray() * direct.pc.toArray(), axis=0))
-    np.testing.assert_allclose(truncated.pc.toArray() * signs, direct.pc.toArray(), rtol=0, atol=1e-9)
-    np.testing.assert_allclose(truncated.explainedVariance.toArray(), direct.explainedVariance.toArray(), atol=1e-12)
-    # It transforms like the fitted one, also once saved in a pipeline and loaded back.
-    PipelineModel(stages=[truncated]).save(str(tmp_path / "model"))
-    loaded = PipelineModel.load(str(tmp_path / "model"))
-    for model in (truncated, loaded):
-        projected = np.array([row.y.toArray() for row in model.transform(frame).orderBy("x").collect()])
-        expected = np.array([row.y.toArray() for row in direct.transform(frame).orderBy("x").collect()])
-        np.testing.assert_allclose(projected * signs, expected, rtol=0, atol=1e-9)
-        assert projected.shape == (40, 5)
-    assert first_components(full, 12) is full
-    with pytest.raises(ValueError, match="k must be in"):
-        first_components(full, 0)
+    rows = rng.normal(size=(60, 12)) @ rng.normal(size=(12, 12)) + rng.uniform(0, 5, size=12)
+    rows[:, 4] = 2.0  # a constant feature scales to 0
+    frame = spark.createDataFrame([(row.tolist(),) for row in rows], "features array<float>").repartition(3)
+    ours, summary = fit_feature_model(frame, fixed_k=5)
+    vectors = frame.select(array_to_vector("features").alias("features_vector"))
+    scaler = StandardScaler(inputCol="features_vector", outputCol="scaled_vector", withMean=True, withStd=True)
+    scaler = scaler.fit(vectors)
+    pca = PCA(k=5, inputCol="scaled_vector", outputCol="pca_vector").fit(scaler.transform(vectors))
+    np.testing.assert_allclose(ours.stages[0].mean.toArray(), scaler.mean.toArray(), rtol=1e-12)
+    np.testing.assert_allclose(ours.stages[0].std.toArray(), scaler.std.toArray(), rtol=1e-9)
+    np.testing.assert_allclose(ours.stages[1].pc.toArray(), pca.pc.toArray(), atol=1e-9)  # signs included
+    np.testing.assert_allclose(summary.explained_variance, pca.explainedVariance.toArray(), atol=1e-12)
+    assert summary.k == ours.stages[1].getK() == 5 and summary.training_rows == 60
+    expected = transform_features(PipelineModel(stages=[scaler, pca]), frame).orderBy("features").toPandas()
+    ours.save(str(tmp_path / "model"))
+    for model in (ours, PipelineModel.load(str(tmp_path / "model"))):
+        got = transform_features(model, frame).orderBy("features").toPandas()
+        for column in ("scaled_features", "pca_features"):
+            np.testing.assert_allclose(np.stack(got[column]), np.stack(expected[column]), atol=1e-5)
 
 
 def test_feature_model_with_k_by_accuracy(real, tmp_path):

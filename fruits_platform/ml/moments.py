@@ -2,10 +2,10 @@
 
 The moments of a set of rows (their count, sum and X^T X) add up: computed per part of the data (a Spark
 partition, a worker's share) and summed, they give the mean, the standard deviation and the covariance of
-the whole, from which the scaler and every principal axis follow (an eigendecomposition of a d x d matrix),
-without a second pass over the rows. The same estimators as pyspark.ml's StandardScaler (unbiased standard
+the whole, from which the scaler and every principal axis follow (an SVD of a d x d matrix), without a
+second pass over the rows. The same estimators as pyspark.ml's StandardScaler (unbiased standard
 deviation; a constant feature scales to 0) and PCA (the covariance of the scaled rows, explained variance as
-fractions of its trace).
+fractions of its trace), with pyspark.ml's sign for each axis: the same LAPACK SVD of the same matrix.
 """
 
 from __future__ import annotations
@@ -57,12 +57,10 @@ def fit_scaler_and_axes(moments: Moments) -> ScalerAndAxes:
     std = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     inverse = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
     scaled_covariance = covariance * np.outer(inverse, inverse)
-    eigenvalues, eigenvectors = np.linalg.eigh(scaled_covariance)
-    order = np.argsort(eigenvalues)[::-1]
-    variances = np.clip(eigenvalues[order], 0.0, None)
+    axes, variances, _ = np.linalg.svd(scaled_covariance)  # as Spark's PCA: an eigendecomposition has other signs
     total = variances.sum()
     spectrum = [float(v) for v in (variances / total if total > 0 else variances)]
-    return ScalerAndAxes(mean, std, spectrum, eigenvectors[:, order])
+    return ScalerAndAxes(mean, std, spectrum, axes)
 
 
 def choose_k(spectrum: list[float], fixed_k: int | None, variance_threshold: float) -> int:

@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from pyspark.ml import PipelineModel
-from pyspark.ml.feature import PCA, PCAModel, StandardScaler
+from pyspark.ml.feature import PCA, StandardScaler
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from fruits_platform.ml.moments import choose_k
+from fruits_platform.ml.moments import choose_k, fit_scaler_and_axes
 from fruits_platform.ml.neighbours import nearest_neighbour_predict
+from fruits_platform.spark.jvm import pca_model as jvm_pca_model
+from fruits_platform.spark.jvm import standard_scaler_model
+from fruits_platform.spark.moments import moments as spark_moments
 
 FEATURES_VECTOR = "features_vector"
 SCALED_VECTOR = "scaled_vector"
@@ -136,35 +139,6 @@ def _k_by_accuracy(training: DataFrame, tolerance: float) -> tuple[int, dict[int
     return k, tried, full, len(validation_y)
 
 
-def _jvm():
-    from pyspark import SparkContext
-
-    return SparkContext._active_spark_context._jvm
-
-
-def first_components(model: PCAModel, k: int) -> PCAModel:
-    """The model of the first `k` components of a fitted PCA `model`: exactly what `PCA(k=k).fit` returns on
-    the same data (Spark's PCA computes every component, an SVD of the covariance matrix, and keeps the
-    first k), without a second pass over the data. PySpark has no public constructor for a PCAModel, so
-    the JVM's is called (as PySpark's own model loading does), and the columns are cut in the JVM as
-    Spark's PCA does: py4j copies a matrix to Python value by value."""
-    if k == model.getK():
-        return model
-    if not 0 < k < model.getK():
-        raise ValueError(f"k must be in [1, {model.getK()}], got {k}")
-    jvm, java_model = _jvm(), model._java_obj
-    pc, variance = java_model.pc(), java_model.explainedVariance()
-    linalg, arrays = jvm.org.apache.spark.ml.linalg, jvm.java.util.Arrays
-    rows = pc.numRows()
-    # Matrix.toArray is column-major: the first k columns are its first rows * k values.
-    first = linalg.DenseMatrix(rows, k, arrays.copyOfRange(pc.toArray(), 0, rows * k))
-    kept = linalg.DenseVector(arrays.copyOfRange(variance.toArray(), 0, k))
-    truncated = PCAModel(jvm.org.apache.spark.ml.feature.PCAModel(model.uid, first, kept))
-    truncated._set(k=k, inputCol=model.getInputCol(), outputCol=model.getOutputCol())
-    truncated._transfer_params_to_java()
-    return truncated
-
-
 def fit_feature_model(
     training: DataFrame,
     fixed_k: int | None = None,
@@ -184,24 +158,21 @@ def fit_feature_model(
     full_accuracy, validation_images = None, 0
     if by_accuracy:
         fixed_k, validation, full_accuracy, validation_images = _k_by_accuracy(training, accuracy_tolerance)
-    # Not cached: the vectors are read again by each of the two fits instead of filling the driver's heap.
-    vectors = training.select(array_to_vector("features").alias(FEATURES_VECTOR))
-    rows = vectors.count()
-    if rows < 2:
-        raise ValueError(f"fitting the scaler and PCA needs at least 2 Training images, got {rows}")
-    dimension = len(vectors.first()[FEATURES_VECTOR])
-    scaler = StandardScaler(inputCol=FEATURES_VECTOR, outputCol=SCALED_VECTOR, withMean=True, withStd=True)
-    scaler_model = scaler.fit(vectors)
-    scaled = scaler_model.transform(vectors).select(SCALED_VECTOR)
-    # The whole spectrum (at most rank = rows - 1 non-zero components), then the first k of it.
-    full = PCA(k=min(dimension, rows), inputCol=SCALED_VECTOR, outputCol=PCA_VECTOR).fit(scaled)
-    spectrum = [float(v) for v in full.explainedVariance.toArray()]
+    # One pass: each task sends its rows' moments; the scaler and every axis follow on the driver, with
+    # pyspark.ml's estimators and signs (its PCA fit, an SVD in the JVM, took seconds whatever the rows).
+    moments = spark_moments(training, "features")
+    if moments.count < 2:
+        raise ValueError(f"fitting the scaler and PCA needs at least 2 Training images, got {moments.count}")
+    fitted = fit_scaler_and_axes(moments)
+    spectrum = fitted.spectrum[: min(len(fitted.mean), moments.count)]  # as PCA(k=min(dimension, rows))
     k = choose_k(spectrum, fixed_k, variance_threshold)
-    pca_model = first_components(full, k)
+    spark, rows = training.sparkSession, moments.count
+    scaler_model = standard_scaler_model(spark, fitted.mean, fitted.std, FEATURES_VECTOR, SCALED_VECTOR)
+    pca_model = jvm_pca_model(spark, fitted.axes[:, :k], np.asarray(spectrum[:k]), SCALED_VECTOR, PCA_VECTOR)
     summary = ReductionSummary(
         k=k,
         training_rows=rows,
-        explained_variance=[float(v) for v in pca_model.explainedVariance.toArray()],
+        explained_variance=spectrum[:k],
         spectrum=spectrum,
         k_rule="accuracy" if by_accuracy else ("fixed" if fixed_k else "variance"),
         validation_accuracy=validation,
@@ -241,18 +212,3 @@ def transform_features(model: PipelineModel, frame: DataFrame) -> DataFrame:
 
 def explained_variance_valid(values: list[float]) -> bool:
     return bool(values) and all(0 < v <= 1 for v in values) and sum(values) <= 1 + 1e-6
-
-
-def model_fingerprint(model: PipelineModel) -> str:
-    """Identifies a fitted model by its parameters: the SHA-256 of the scaler's mean and std and the principal
-    components (row-major), as float64 little-endian bytes. Hashed in the JVM, where the arrays are (through
-    py4j a 1280 x k matrix reaches Python value by value)."""
-    jvm = _jvm()
-    scaler, pca = (stage._java_obj for stage in model.stages)
-    digest = jvm.java.security.MessageDigest.getInstance("SHA-256")
-    # Matrix.toArray is column-major: the transpose's is the matrix's row-major order.
-    for values in (scaler.mean().toArray(), scaler.std().toArray(), pca.pc().transpose().toArray()):
-        buffer = jvm.java.nio.ByteBuffer.allocate(8 * len(values)).order(jvm.java.nio.ByteOrder.LITTLE_ENDIAN)
-        buffer.asDoubleBuffer().put(values)
-        digest.update(buffer)
-    return bytes(digest.digest()).hex()[:24]

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, FloatType
 
 from fruits_platform.sources import class_dir_name, is_s3
+from fruits_platform.spark.jvm import commons_io, hadoop_filesystem
 
 DIR_COLUMN = "class_dir"
 
@@ -39,10 +40,8 @@ class HadoopFs:
     """The few FileSystem calls we need, on the JVM of the active SparkSession."""
 
     def __init__(self, spark: SparkSession, root: str):
-        jvm = spark.sparkContext._jvm
-        self._path = jvm.org.apache.hadoop.fs.Path
-        self._fs = self._path(root).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        self._io_utils = jvm.org.apache.commons.io.IOUtils  # on Spark's class path
+        self._fs, self._path = hadoop_filesystem(spark, root)
+        self._io_utils = commons_io(spark)
 
     def exists(self, path: str) -> bool:
         return bool(self._fs.exists(self._path(path)))
