@@ -44,7 +44,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TAR = REPO.parent / "shared" / "data" / "fruits360-bench.tar"
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "models" / "mobilenet_v2_1.0_224_imagenet_qat_no_top.weights.h5"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "latest.json"
-RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
 BATCH = 64
 NEW_CLASS = "Bench New Class"
 TARGETS = {
@@ -759,7 +758,9 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=2, help="runs of bare Keras, the platform and the unpartitioned run (best kept)"
     )
-    parser.add_argument("--no-results-md", action="store_true", help="do not rewrite benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--no-results-md", action="store_true", help="do not write the Markdown report beside the JSON (--out, .md)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
     parser.add_argument("--resume", help="a kept temp dir of a failed attempt: re-run only the phases without result")
     options = parser.parse_args()
@@ -890,12 +891,13 @@ def main() -> None:
         print("\n" + text)
         Path(options.out).parent.mkdir(parents=True, exist_ok=True)
         Path(options.out).write_text(json.dumps(report, indent=2))
-        if not options.no_results_md and not options.subset:
-            RESULTS_MD.write_text(
-                "# Benchmark results (latest full run)\n\nReproduce: `.venv/bin/python benchmarks/bench.py` "
-                "(JSON in `benchmarks/results/latest.json`).\n\n" + text + "\n"
-            )
         log(f"\nJSON: {options.out}")
+        if not options.no_results_md:
+            # Beside the JSON (benchmarks/results/, not committed), never benchmarks/RESULTS.md: that file is
+            # the dated log, and a run's figures go into it as a new dated section by hand.
+            report_md = Path(options.out).with_suffix(".md")
+            report_md.write_text("# Benchmark report\n\n" + text + "\n")
+            log(f"Markdown report: {report_md}")
     finally:
         if options.keep:
             log(f"kept {work}")
