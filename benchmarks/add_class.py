@@ -86,10 +86,10 @@ def direct(work: Path, weights: str, new: str) -> dict:
     """Catalogue + embed the new class, refit on every class's Training embeddings, re-project every class."""
     from pyspark.sql import functions as F
 
-    from fruits_platform.ml.reduction import fit_feature_model, transform_features
     from fruits_platform.resources import local_resources
     from fruits_platform.resources.model import MobileNetWeights
     from fruits_platform.spark.featurize import catalogue_and_embed
+    from fruits_platform.spark.reduction import fit_feature_model, transform_features
 
     resources = local_resources(work / "data", work / "out", MobileNetWeights(weights=weights))
     spark, storage = resources["spark"].spark_session, resources["storage"]

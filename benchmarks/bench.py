@@ -417,9 +417,9 @@ def direct_featurize_and_refit(resources, data, output, label) -> dict:
     forced by a Parquet write) + refit scaler/PCA on the Training embeddings of every class."""
     from pyspark.sql import functions as F
 
-    from fruits_platform.ml.reduction import fit_feature_model
     from fruits_platform.sources import list_class_files
     from fruits_platform.spark.featurize import catalogue_and_embed
+    from fruits_platform.spark.reduction import fit_feature_model
 
     spark = resources["spark"].spark_session
     model = resources["weights"].compiled()
@@ -452,10 +452,10 @@ def phase_unpartitioned(args, sampler) -> dict:
     from pyspark.sql import functions as F
 
     from fruits_platform.ml.mobilenet import compile_model, load_weights
-    from fruits_platform.ml.reduction import fit_feature_model, project, scale
     from fruits_platform.resources import LOCAL_SPARK_CONFIG, use_local_spark_env
     from fruits_platform.sources import list_class_files, list_classes
     from fruits_platform.spark.featurize import CATALOGUE_COLUMNS, catalogue_and_embed
+    from fruits_platform.spark.reduction import fit_feature_model, project, scale
 
     out, data = Path(args["work"]) / "out", args["data_root"]
     stages, started_all = {}, time.perf_counter()

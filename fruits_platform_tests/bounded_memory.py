@@ -9,9 +9,9 @@ import sys
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from fruits_platform.ml.quality import evaluate_features
-from fruits_platform.ml.reduction import fit_feature_model
 from fruits_platform.resources import LOCAL_SPARK_CONFIG, use_local_spark_env
+from fruits_platform.spark.evaluation import evaluate_features
+from fruits_platform.spark.reduction import fit_feature_model
 
 use_local_spark_env()
 mode, rows, number, memory = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

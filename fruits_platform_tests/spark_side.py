@@ -9,8 +9,8 @@ from pathlib import Path
 from pyspark.ml import PipelineModel
 from pyspark.sql import SparkSession
 
-from fruits_platform.ml.reduction import fit_feature_model, transform_features
 from fruits_platform.resources import LOCAL_SPARK_CONFIG, use_local_spark_env
+from fruits_platform.spark.reduction import fit_feature_model, transform_features
 
 
 def main(source: str, model_in: str, out_dir: str) -> None:

@@ -16,16 +16,15 @@ from PIL import Image
 import fruits_platform.assets.app_model as app_model_asset
 from fruits_platform.ml.app_model import (
     CANDIDATES,
-    HELD_OUT,
     load_photos,
     train_classifier,
     unsupported_requantization,
-    with_held_out,
 )
 from fruits_platform.ml.identify import MANIFEST, AppModel
 from fruits_platform.ml.images import decode_photo, decode_rgb
 from fruits_platform.ml.isolated import NativeCrash, run_isolated
 from fruits_platform.runner import MaterializationError, materialize_classes, register_classes
+from fruits_platform.spark.reduction import HELD_OUT, with_held_out
 from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
 from fruits_platform_tests.test_pipeline import resources
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pyspark.ml import PipelineModel
 
-from fruits_platform.ml.reduction import fit_feature_model, transform_features
+from fruits_platform.spark.reduction import fit_feature_model, transform_features
 from fruits_platform_tests.conftest import REPO
 
 OTHER_PYTHON = os.getenv("FRUITS_TEST_OTHER_SPARK_PYTHON")

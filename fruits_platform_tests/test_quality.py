@@ -13,19 +13,19 @@ from dagster import instance_for_test, materialize
 from pyspark.sql import functions as F
 
 from fruits_platform.ml.logistic import fit_softmax_regression
+from fruits_platform.ml.moments import choose_k_by_accuracy
 from fruits_platform.ml.quality import (
     LOGREG,
     NEAREST,
-    evaluate_features,
-    evaluation_sample,
     logistic_regression_predict,
     score,
 )
-from fruits_platform.ml.reduction import choose_k_by_accuracy, fit_feature_model, transform_features, validation_split
 from fruits_platform.partitions import range_tags
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import latest_metadata, materialize_classes, register_classes
+from fruits_platform.spark.evaluation import evaluate_features, evaluation_sample
 from fruits_platform.spark.jvm import model_fingerprint
+from fruits_platform.spark.reduction import fit_feature_model, transform_features, validation_split
 from fruits_platform_tests.conftest import FULL_SAMPLE, SAMPLE_CLASSES, SAMPLE_ROOT, copy_classes
 from fruits_platform_tests.test_pipeline import resources
 

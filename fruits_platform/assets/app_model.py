@@ -11,7 +11,6 @@ from pyspark.sql import functions as F
 from fruits_platform.assets.common import EVERY_CLASS_ROWS, PER_CLASS, StepLauncherParam, Stopwatch
 from fruits_platform.ml.app_model import (
     FLOAT32,
-    HELD_OUT,
     VariantReport,
     build_variants,
     evaluate_variants,
@@ -19,12 +18,12 @@ from fruits_platform.ml.app_model import (
     read_photos,
     reduction_layer,
     train_classifier,
-    with_held_out,
 )
 from fruits_platform.ml.isolated import NativeCrash, run_isolated
-from fruits_platform.ml.quality import evaluation_sample
 from fruits_platform.resources.model import AppModelSettings, MobileNetWeights
 from fruits_platform.resources.model_store import AppModelFiles, FittedModel
+from fruits_platform.spark.evaluation import evaluation_sample
+from fruits_platform.spark.reduction import HELD_OUT, with_held_out
 
 # The float variant computes what the platform computes: beyond this (relative to the features' scale), the
 # pca_features were made with other weights or another feature_model than the ones configured now.

@@ -25,9 +25,9 @@ from fruits_platform.assets.common import (
     data_version,
     pca_metadata,
 )
-from fruits_platform.ml.reduction import K_RULES, explained_variance_valid, fit_feature_model
 from fruits_platform.resources.model import ReductionSettings
 from fruits_platform.resources.model_store import FeatureModelIOManager, FittedModel
+from fruits_platform.spark.reduction import K_RULES, explained_variance_valid, fit_feature_model
 
 CHECK_VARIANCE = "explained_variance_in_range"
 

@@ -13,10 +13,11 @@ from fruits_platform.assets.common import (
     png_markdown,
 )
 from fruits_platform.assets.feature_model import weights_source
-from fruits_platform.ml.quality import CLASSIFIERS, LOGREG, NEAREST, QualityReport, evaluate_features
-from fruits_platform.ml.reduction import transform_features
+from fruits_platform.ml.quality import CLASSIFIERS, LOGREG, NEAREST, QualityReport
 from fruits_platform.resources.model import ReductionSettings
 from fruits_platform.resources.model_store import FittedModel
+from fruits_platform.spark.evaluation import evaluate_features
+from fruits_platform.spark.reduction import transform_features
 
 NAMES = {LOGREG: "logistic regression", NEAREST: "1-NN (Euclidean)"}
 FEATURES = {"pca": "PCA", "scaled": "scaled 1280-d"}

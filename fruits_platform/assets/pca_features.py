@@ -22,9 +22,9 @@ from fruits_platform.assets.common import (
     run_metadata,
     transform_classes,
 )
-from fruits_platform.ml.reduction import project
 from fruits_platform.resources.model_store import FittedModel
 from fruits_platform.resources.storage import FruitsStorage
+from fruits_platform.spark.reduction import project
 
 SCHEMA = column_schema(
     {

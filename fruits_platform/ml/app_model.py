@@ -15,14 +15,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from fruits_platform.ml.identify import AppModel
 from fruits_platform.ml.images import decode_rgb
 from fruits_platform.ml.mobilenet import ModelWeights, _keras, keras_model
 from fruits_platform.ml.quality import Scores, score
-from fruits_platform.ml.reduction import validation_split
 from fruits_platform.sources import read_bytes
 
 PHOTO, FEATURES, PROBABILITIES = "photo", "pca_features", "probabilities"
@@ -31,7 +28,6 @@ FLOAT32, INT8 = "float32", "int8"
 # Training images is refitted on every Training image.
 CANDIDATES = {"softmax regression": (), "MLP 1024": (1024,)}
 DROPOUT, EPOCHS, BATCH, SEED = 0.5, 20, 256, 0
-HELD_OUT = "held_out"
 
 
 @dataclass(frozen=True)
@@ -53,12 +49,6 @@ class Classifier:
         values -= values.max(axis=1, keepdims=True)
         exp = np.exp(values)
         return exp / exp.sum(axis=1, keepdims=True)
-
-
-def with_held_out(training: DataFrame) -> DataFrame:
-    """`training` with a boolean `held_out` column: the rows that `validation_split` holds out."""
-    fit, held = validation_split(training)
-    return fit.withColumn(HELD_OUT, F.lit(False)).unionByName(held.withColumn(HELD_OUT, F.lit(True)))
 
 
 def classifier_head(keras, features, hidden: Iterable[int], classes: int, dropout: float = 0.0):

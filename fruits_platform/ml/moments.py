@@ -14,6 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fruits_platform.ml.neighbours import nearest_neighbour_predict
+
+# k values tried by the accuracy rule, smallest first (capped at the number of usable components).
+ACCURACY_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1280)
+VALIDATION_EVERY = 4  # the accuracy rule holds out every 4th Training image of each class (25 %)
+
 
 @dataclass(frozen=True)
 class Moments:
@@ -73,3 +79,56 @@ def choose_k(spectrum: list[float], fixed_k: int | None, variance_threshold: flo
     cumulative = np.cumsum(spectrum)
     reached = np.nonzero(cumulative >= variance_threshold - 1e-12)[0]
     return int(reached[0]) + 1 if len(reached) else len(spectrum)
+
+
+def principal_axes(training: np.ndarray) -> tuple[list[float], np.ndarray]:
+    """PCA of `training` (rows x dimension): the explained-variance ratio of every component (the spectrum,
+    min(rows, dimension) of them) and the principal axes as columns, largest variance first."""
+    centred = training - training.mean(axis=0)
+    rows, dimension = centred.shape
+    if rows < dimension:
+        _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+        variances, axes = singular**2, axes.T
+    else:  # the eigenvectors of the d x d scatter matrix: an SVD of every row costs ~10 times more
+        eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
+        order = np.argsort(eigenvalues)[::-1]
+        variances, axes = np.clip(eigenvalues[order], 0.0, None), eigenvectors[:, order]
+    total = variances.sum()
+    return [float(v) for v in (variances / total if total > 0 else variances)], axes
+
+
+def choose_k_by_accuracy(
+    fit_x: np.ndarray,
+    fit_y: np.ndarray,
+    validation_x: np.ndarray,
+    validation_y: np.ndarray,
+    components: np.ndarray,
+    tolerance: float,
+    candidates=ACCURACY_CANDIDATES,
+) -> tuple[int, dict[int, float], float]:
+    """The smallest k whose 1-NN (Euclidean) validation accuracy on the first k principal components is
+    within `tolerance` of the accuracy on the unreduced (scaled) features.
+
+    `fit_x`/`validation_x` are scaled features, `components` the (dimension, k_max) principal axes fitted
+    on `fit_x`. Returns (k, {k tried: accuracy}, unreduced accuracy); when no candidate reaches the target,
+    the most accurate one tried."""
+    if not 0 <= tolerance <= 1:
+        raise ValueError(f"accuracy tolerance must be in [0, 1], got {tolerance}")
+    if len(validation_y) == 0:
+        raise ValueError(
+            f"choosing k by accuracy holds out every {VALIDATION_EVERY}th Training image of each class: "
+            f"at least one class needs {VALIDATION_EVERY} Training images"
+        )
+
+    def accuracy(fit, validation) -> float:
+        return float(np.mean(nearest_neighbour_predict(fit, fit_y, validation) == validation_y))
+
+    full = accuracy(fit_x, validation_x)
+    k_max = components.shape[1]
+    fit_projected, validation_projected = fit_x @ components, validation_x @ components
+    tried: dict[int, float] = {}
+    for k in sorted({min(k, k_max) for k in candidates}):
+        tried[k] = accuracy(fit_projected[:, :k], validation_projected[:, :k])
+        if tried[k] >= full - tolerance - 1e-12:
+            return k, tried, full
+    return max(tried, key=lambda k: (tried[k], -k)), tried, full

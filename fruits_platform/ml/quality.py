@@ -6,8 +6,8 @@ Two classifiers, deliberately simple so that they measure the features rather th
   * a 1-nearest-neighbour classifier with the **Euclidean** distance, in NumPy (pyspark.ml has none).
     Euclidean because PCA is the best rank-k approximation in that very distance, so 1-NN
     accuracy on `pca_features` vs `scaled_features` shows exactly what the reduction costs.
-Spark reads and samples the rows; the evaluated rows are collected once, through Arrow, and both classifiers
-run on the driver, where each of the logistic regression's iterations is two matrix products instead of a
+Spark reads and samples the rows (`fruits_platform.spark.evaluation`); the evaluated rows are collected once,
+through Arrow, and both classifiers run here, on the driver, where each of the logistic regression's iterations is two matrix products instead of a
 Spark job. Beyond `max_images` the rows are a deterministic sample by uri (every class keeps its share), so
 that the driver's memory and the time stay bounded whatever the data's size. Predictions are reduced to a confusion matrix (classes x classes) from
 which accuracy, macro-F1, per-class accuracy and confused pairs all follow: Spark's evaluator has no
@@ -21,12 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from fruits_platform.ml.logistic import fit_softmax_regression
+from fruits_platform.ml.moments import choose_k, principal_axes
 from fruits_platform.ml.neighbours import nearest_neighbour_predict
-from fruits_platform.ml.reduction import choose_k, principal_axes
 
 DEFAULT_CURVE_KS = (16, 32, 64, 128, 256)
 LOGREG, NEAREST = "logreg", "1nn"
@@ -119,23 +117,6 @@ def logistic_regression_predict(
 # ------------------------------------------------------------------------------------------ evaluation
 
 
-SAMPLE_BUCKETS = 1_000_000
-
-
-def evaluation_sample(frame: DataFrame, max_images: int | None) -> tuple[DataFrame, int | None, float]:
-    """At most about `max_images` rows of `frame`: those whose uri hashes below the fraction (the same rows at
-    every run, each class and split keeping its share on average). Returns (rows, rows in frame or None when
-    not counted, fraction)."""
-    if not max_images:
-        return frame, None, 1.0
-    total = frame.count()
-    if total <= max_images:
-        return frame, total, 1.0
-    fraction = max_images / total
-    kept = F.pmod(F.xxhash64("uri"), F.lit(SAMPLE_BUCKETS)) < int(fraction * SAMPLE_BUCKETS)
-    return frame.where(kept), total, fraction
-
-
 @dataclass
 class QualityReport:
     classes: list[str]
@@ -161,43 +142,28 @@ class QualityReport:
         return reached[0] if reached else None
 
 
-def arrays(frame: DataFrame, columns: list[str]) -> dict[str, np.ndarray]:
-    """Collect array<float> columns as (rows, width) float32 matrices, in the frame's order, through Arrow."""
-    table = frame.select(*columns).toArrow()
-    out = {}
-    for name in columns:
-        column = table.column(name).combine_chunks()
-        if hasattr(column, "flatten") and hasattr(column.type, "value_type"):
-            values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-            out[name] = values.reshape(len(column), -1) if len(column) else np.zeros((0, 0), np.float32)
-        else:
-            out[name] = np.asarray(column.to_pylist())
-    return out
-
-
 def curve_ks(spectrum: list[float], requested, extra=()) -> list[int]:
     """The k values worth scoring: the requested ones and `extra`, at most the number of usable components."""
     usable = sum(1 for value in spectrum if value > 1e-9)
     return sorted({min(int(k), usable) for k in (*requested, *extra) if int(k) > 0})
 
 
-def evaluate_features(
-    frame: DataFrame,
+def evaluate_arrays(
+    collected: dict[str, np.ndarray],
     ks=DEFAULT_CURVE_KS,
     variance_threshold: float = 0.95,
     reg_param: float = 0.01,
     max_iter: int = 100,
-    max_images: int | None = None,
+    total_images: int | None = None,
+    fraction: float = 1.0,
 ) -> QualityReport:
-    """Score the features of `frame` (uri, label, split, scaled_features, pca_features): both classifiers
-    trained on its Training rows and scored on its Test rows, on the PCA and on the unreduced scaled
-    features, plus the 1-NN accuracy-vs-k curve of a PCA refitted on the Training rows' scaled features
-    (1-NN only: it needs no fitting, so a curve of many k costs seconds; a logistic regression per k would
-    cost minutes). Beyond `max_images` rows, on the `evaluation_sample`. Test images of a class
-    with no Training image cannot be classified right: they are left out and the class named."""
-    frame, total_images, fraction = evaluation_sample(frame, max_images)
-    # Every row is collected once: both classifiers and the curve run on the driver.
-    collected = arrays(frame, ["uri", "label", "split", "scaled_features", "pca_features"])
+    """Score the features of the rows `collected` ({uri, label, split, scaled_features, pca_features}: one
+    array each, one row per image): both classifiers trained on the Training rows and scored on the Test
+    rows, on the PCA and on the unreduced scaled features, plus the 1-NN accuracy-vs-k curve of a PCA refitted
+    on the Training rows' scaled features (1-NN only: it needs no fitting, so a curve of many k costs seconds;
+    a logistic regression per k would cost minutes). `total_images` and `fraction`: the rows offered before
+    sampling, and the sample's fraction. Test images of a class with no Training image cannot be classified
+    right: they are left out and the class named."""
     order = np.argsort(collected["uri"], kind="stable")  # a deterministic order (1-NN ties)
     collected = {name: values[order] for name, values in collected.items()}
     classes = sorted(set(collected["label"].tolist()))

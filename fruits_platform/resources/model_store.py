@@ -15,10 +15,10 @@ from pydantic import PrivateAttr
 from pyspark.ml import PipelineModel
 
 from fruits_platform.ml.identify import MANIFEST
-from fruits_platform.ml.reduction import ReductionSummary
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.spark.datasets import HadoopFs, qualify, read_json, replace_directory, write_json
 from fruits_platform.spark.jvm import model_fingerprint
+from fruits_platform.spark.reduction import ReductionSummary
 
 FIT_RECORD = "fit_record"  # what the saved model was fitted on, beside its stages
 

@@ -1,4 +1,4 @@
-"""StandardScaler + PCA with pyspark.ml: fit once on the Training split of every class, apply to all.
+"""StandardScaler + PCA as pyspark.ml models: fitted once on the Training split of every class, applied to all.
 
 The fitted `PipelineModel` (stages: StandardScaler, PCA on a vector column) is what the app side
 loads: `transform_features(model, frame)` turns a frame with a `features` array column into
@@ -16,8 +16,7 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from fruits_platform.ml.moments import choose_k, fit_scaler_and_axes
-from fruits_platform.ml.neighbours import nearest_neighbour_predict
+from fruits_platform.ml.moments import VALIDATION_EVERY, choose_k, choose_k_by_accuracy, fit_scaler_and_axes
 from fruits_platform.spark.jvm import pca_model as jvm_pca_model
 from fruits_platform.spark.jvm import standard_scaler_model
 from fruits_platform.spark.moments import moments as spark_moments
@@ -26,9 +25,6 @@ FEATURES_VECTOR = "features_vector"
 SCALED_VECTOR = "scaled_vector"
 PCA_VECTOR = "pca_vector"
 K_RULES = ("variance", "accuracy")  # how k is chosen when no fixed k is given
-# k values tried by the accuracy rule, smallest first (capped at the number of usable components).
-ACCURACY_CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1280)
-VALIDATION_EVERY = 4  # the accuracy rule holds out every 4th Training image of each class (25 %)
 
 
 @dataclass(frozen=True)
@@ -48,22 +44,6 @@ class ReductionSummary:
         return np.cumsum(self.explained_variance).tolist()
 
 
-def principal_axes(training: np.ndarray) -> tuple[list[float], np.ndarray]:
-    """PCA of `training` (rows x dimension): the explained-variance ratio of every component (the spectrum,
-    min(rows, dimension) of them) and the principal axes as columns, largest variance first."""
-    centred = training - training.mean(axis=0)
-    rows, dimension = centred.shape
-    if rows < dimension:
-        _, singular, axes = np.linalg.svd(centred, full_matrices=False)
-        variances, axes = singular**2, axes.T
-    else:  # the eigenvectors of the d x d scatter matrix: an SVD of every row costs ~10 times more
-        eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
-        order = np.argsort(eigenvalues)[::-1]
-        variances, axes = np.clip(eigenvalues[order], 0.0, None), eigenvectors[:, order]
-    total = variances.sum()
-    return [float(v) for v in (variances / total if total > 0 else variances)], axes
-
-
 def validation_split(training: DataFrame, every: int = VALIDATION_EVERY) -> tuple[DataFrame, DataFrame]:
     """A deterministic stratified split of the Training rows: per class, ordered by image hash (then uri),
     every `every`-th row is held out for validation (classes with fewer rows keep them all for fitting)."""
@@ -71,43 +51,6 @@ def validation_split(training: DataFrame, every: int = VALIDATION_EVERY) -> tupl
     ranked = training.withColumn("_rank", rank)
     held_out = F.col("_rank") % every == 0
     return ranked.where(~held_out).drop("_rank"), ranked.where(held_out).drop("_rank")
-
-
-def choose_k_by_accuracy(
-    fit_x: np.ndarray,
-    fit_y: np.ndarray,
-    validation_x: np.ndarray,
-    validation_y: np.ndarray,
-    components: np.ndarray,
-    tolerance: float,
-    candidates=ACCURACY_CANDIDATES,
-) -> tuple[int, dict[int, float], float]:
-    """The smallest k whose 1-NN (Euclidean) validation accuracy on the first k principal components is
-    within `tolerance` of the accuracy on the unreduced (scaled) features.
-
-    `fit_x`/`validation_x` are scaled features, `components` the (dimension, k_max) principal axes fitted
-    on `fit_x`. Returns (k, {k tried: accuracy}, unreduced accuracy); when no candidate reaches the target,
-    the most accurate one tried."""
-    if not 0 <= tolerance <= 1:
-        raise ValueError(f"accuracy tolerance must be in [0, 1], got {tolerance}")
-    if len(validation_y) == 0:
-        raise ValueError(
-            f"choosing k by accuracy holds out every {VALIDATION_EVERY}th Training image of each class: "
-            f"at least one class needs {VALIDATION_EVERY} Training images"
-        )
-
-    def accuracy(fit, validation) -> float:
-        return float(np.mean(nearest_neighbour_predict(fit, fit_y, validation) == validation_y))
-
-    full = accuracy(fit_x, validation_x)
-    k_max = components.shape[1]
-    fit_projected, validation_projected = fit_x @ components, validation_x @ components
-    tried: dict[int, float] = {}
-    for k in sorted({min(k, k_max) for k in candidates}):
-        tried[k] = accuracy(fit_projected[:, :k], validation_projected[:, :k])
-        if tried[k] >= full - tolerance - 1e-12:
-            return k, tried, full
-    return max(tried, key=lambda k: (tried[k], -k)), tried, full
 
 
 def _k_by_accuracy(training: DataFrame, tolerance: float) -> tuple[int, dict[int, float], float, int]:
@@ -212,3 +155,12 @@ def transform_features(model: PipelineModel, frame: DataFrame) -> DataFrame:
 
 def explained_variance_valid(values: list[float]) -> bool:
     return bool(values) and all(0 < v <= 1 for v in values) and sum(values) <= 1 + 1e-6
+
+
+HELD_OUT = "held_out"
+
+
+def with_held_out(training: DataFrame) -> DataFrame:
+    """`training` with a boolean `held_out` column: the rows that `validation_split` holds out."""
+    fit, held = validation_split(training)
+    return fit.withColumn(HELD_OUT, F.lit(False)).unionByName(held.withColumn(HELD_OUT, F.lit(True)))
