@@ -39,29 +39,28 @@ def _pool_row(instance: DagsterInstance) -> bool:
     return OUTPUTS_POOL in {pool.name for pool in instance.event_log_storage.get_pool_limits()}
 
 
-def limit_outputs_pool(instance: DagsterInstance) -> None:
-    """Create the pool's limit before any run of the command needs it: its own when the instance has none, else
-    the instance's default. Runs that start together would otherwise each create it at their first step, and on
-    PostgreSQL the loser's transaction aborts and fails its run (Dagster inserts, then updates in the same
-    transaction)."""
+def limit_outputs_pool(instance: DagsterInstance) -> bool:
+    """Create the pool's limit before any run needs it: one slot when the instance sets no limit (so that no
+    setting is needed for two runs never to write the same outputs at once), else the instance's default.
+    Runs that start together would otherwise each create it at their first step, and on PostgreSQL the loser's
+    transaction aborts and fails its run (Dagster inserts, then updates in the same transaction). Returns
+    whether it set one slot."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits or _pool_row(instance):
-        return
+        return False
     try:
         if unlimited(instance):
             storage.set_concurrency_slots(OUTPUTS_POOL, 1)
-        else:
-            storage.initialize_concurrency_limit_to_default(OUTPUTS_POOL)
+            return True
+        storage.initialize_concurrency_limit_to_default(OUTPUTS_POOL)
     except SQLAlchemyError:
         # Another process created it at the same moment: theirs is as good as ours.
         if not _pool_row(instance):
             raise
+    return False
 
 
-UNLIMITED_WARNING = (
-    f"the Dagster pool {OUTPUTS_POOL!r} has no limit on this instance: another run may write the same outputs at "
-    f"the same time. Set it once: `dagster instance concurrency set {OUTPUTS_POOL} 1` (or deploy/dagster.yaml)."
-)
+LIMITED = f"the Dagster pool {OUTPUTS_POOL!r} had no limit on this instance: set to 1 (one writing step at a time)"
 
 
 def process_tags() -> dict[str, str]:

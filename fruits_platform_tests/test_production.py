@@ -20,9 +20,9 @@ from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES, Bulk
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
 from fruits_platform.concurrency import (
+    LIMITED,
     OUTPUTS_POOL,
     PID_TAG,
-    UNLIMITED_WARNING,
     limit_outputs_pool,
     pool_limit,
     process_tags,
@@ -170,16 +170,19 @@ def test_daemon_registers_embeds_refits_and_refreshes_a_new_class(production, tm
     assert first[0] in embedding and first[1] not in embedding
 
 
-def test_an_instance_without_the_pool_limit_is_warned_and_the_command_limits_its_own(instance, tmp_path, capsys):
+def test_an_instance_without_the_pool_limit_gets_one_said_once_and_no_warning(instance, tmp_path, capsys):
+    """`dagster dev`'s own instance sets no limit: the first run or sensor tick sets it, in one info line."""
     from dagster import build_init_resource_context
 
     storage = FruitsStorage(data_root=str(tmp_path), output_root=str(tmp_path / "out"))
+    assert pool_limit(instance) is None
     storage.setup_for_execution(build_init_resource_context(instance=instance))
-    assert UNLIMITED_WARNING in capsys.readouterr().err  # the resource's log, shown in the run's logs
-    limit_outputs_pool(instance)  # what `fruits-platform materialize` does for its DAGSTER_HOME
     assert pool_limit(instance) == 1
-    storage.setup_for_execution(build_init_resource_context(instance=instance))
-    assert UNLIMITED_WARNING not in capsys.readouterr().err
+    logged = capsys.readouterr().err
+    assert LIMITED in logged and "WARNING" not in logged.upper()
+    storage.setup_for_execution(build_init_resource_context(instance=instance))  # already limited: silent
+    assert LIMITED not in capsys.readouterr().err
+    assert not limit_outputs_pool(instance)  # what `fruits-platform materialize` does for its DAGSTER_HOME
 
 
 def test_a_killed_command_does_not_hold_the_pool_for_ever(instance):

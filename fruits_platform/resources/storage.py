@@ -7,7 +7,7 @@ import os
 from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
-from fruits_platform.concurrency import UNLIMITED_WARNING, unlimited
+from fruits_platform.concurrency import LIMITED, limit_outputs_pool
 from fruits_platform.sources import ImageFile, is_s3, join_uri, list_class_files, list_classes
 
 
@@ -24,10 +24,10 @@ class FruitsStorage(ConfigurableResource):
 
     def setup_for_execution(self, context) -> None:
         """A local data root that does not exist or an output root that cannot be written fails the run before
-        any step starts (S3 roots are checked by the first read or write). An instance that lets two runs write
-        the same outputs at once is said in the run's log."""
-        if context.instance is not None and unlimited(context.instance):
-            context.log.warning(UNLIMITED_WARNING)
+        any step starts (S3 roots are checked by the first read or write). An instance without a limit on the
+        outputs' pool (`dagster dev`'s own) gets one, said once in the log: no run then writes what another does."""
+        if context.instance is not None and limit_outputs_pool(context.instance):
+            context.log.info(LIMITED)
         if not is_s3(self.data_root) and not os.path.isdir(self.data_root):
             raise Failure(
                 description=f"Data root not found: {self.data_root!r} (FRUITS_DATA_ROOT).", allow_retries=False
