@@ -2,8 +2,6 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from fruits_platform.partitions import fruit_classes
-
 ALL_ASSETS_JOB = "fruit_features_job"
 EMBEDDING = AssetSelection.assets("raw_images", "mobilenet_features")
 # What the model's refit changes, for every embedded class: what the automation sensor requests after an embedding.
@@ -12,14 +10,12 @@ REFRESH = EMBEDDING.downstream(include_self=False)
 embed_classes_job = define_asset_job(
     "embed_classes",
     selection=EMBEDDING,
-    partitions_def=fruit_classes,
     description="Catalogue and embed the images of the selected fruit classes.",
 )
 
 all_assets_job = define_asset_job(
     ALL_ASSETS_JOB,
     selection=AssetSelection.all(),
-    partitions_def=fruit_classes,
     description="Every asset for the selected classes: catalogue, embeddings, model fit, scaled and PCA features, "
     "evaluation.",
 )

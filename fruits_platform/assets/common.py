@@ -9,6 +9,7 @@ import io
 import re
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,6 +18,7 @@ from dagster import (
     AllPartitionMapping,
     AssetIn,
     BackfillPolicy,
+    BetaWarning,
     DagsterInvariantViolationError,
     DataVersion,
     Failure,
@@ -48,6 +50,8 @@ OWNERS = ["team:data-platform"]
 # a step failed by an unreachable storage is retried after a pause (`storage_failures`). No step RetryPolicy:
 # Dagster retries an interrupted step under one, so a run terminated (from the UI, or by the code server's
 # SIGTERM) would restart its step instead of stopping (docs/failure-modes.md).
+# The single-run policy is what makes a backfill one run; Dagster marks the parameter beta at every asset.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
 PER_CLASS_STEP = dict(
     partitions_def=fruit_classes,
     backfill_policy=BackfillPolicy.single_run(),
