@@ -585,8 +585,8 @@ def test_class_registered_from_another_data_root_fails_and_says_why(spark, tmp_p
 
 
 def test_missing_upstream_data_fails_naming_the_path_and_the_fix(spark, tmp_path):
-    assert first_error_of_one_class(tmp_path, ["scaled_features"], "Banana") == (
-        f"scaled_features: No fitted model at file://{tmp_path}/out/feature_model: materialize feature_model first, "
+    assert first_error_of_one_class(tmp_path, ["scaled_features", "pca_features"], "Banana") == (
+        f"scale_and_project: No fitted model at file://{tmp_path}/out/feature_model: materialize feature_model first, "
         "or set FRUITS_OUTPUT_ROOT to the output root it was written to"
     )
     with pytest.raises(MissingPartitionError) as missing:

@@ -260,14 +260,14 @@ def progress_logger(log, total: int, counter, label: str = "images", every_secon
         log.info(f"{label}: {counter.value}/{total} done in {elapsed:.1f}s, {rate:.1f} {label}/s")
 
 
-def transform_classes(context, session, storage, frame: DataFrame, transform, salt: str, **aggregates):
-    """Apply `transform` (row by row) to `frame`, the rows of the run's classes, and write them as this asset's dataset;
-    return the summary of what was written (`write_summarized`, versioned by uri and sha256). The classes stay
-    in the partitions they were read in: no shuffle."""
+def write_classes(context, session, storage, asset: str, frame: DataFrame, salt: str, **aggregates):
+    """Write `frame`, the rows of the run's classes as read from per-class folders, as `asset`'s dataset; return
+    the summary of what was written (`write_summarized`, versioned by uri and sha256). The classes stay in the
+    partitions they were read in: no shuffle."""
     labels = list(context.partition_keys)
-    dataset = storage.dataset(session, context.asset_key.path[-1])
-    summary = write_summarized(dataset, transform(frame), labels, ["uri", "sha256"], salt, grouped=True, **aggregates)
-    add_class_metadata(context, dataset, labels, ["uri", "sha256"], salt)
+    dataset = storage.dataset(session, asset)
+    summary = write_summarized(dataset, frame, labels, ["uri", "sha256"], salt, grouped=True, **aggregates)
+    add_class_metadata(context, dataset, labels, ["uri", "sha256"], salt, asset_key=asset)
     return summary
 
 

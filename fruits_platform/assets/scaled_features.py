@@ -1,22 +1,12 @@
-"""`scaled_features`: the embeddings standardised with the fitted scaler of `feature_model`."""
+"""`scaled_features`: the embeddings standardised with the fitted scaler of `feature_model` (written in one
+step with `pca_features`: `scale_and_project`)."""
 
-from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
-from dagster_pyspark import LazyPySparkResource
+from dagster import AssetSpec, AutomationCondition, MaterializeResult, MetadataValue
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import (
-    CLASS_ROWS,
-    PER_CLASS,
-    StepLauncherParam,
-    Stopwatch,
-    column_schema,
-    run_metadata,
-    transform_classes,
-)
+from fruits_platform.assets.common import OWNERS, Stopwatch, column_schema, run_metadata, write_classes
 from fruits_platform.resources.model_store import FittedModel
-from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.spark.reduction import scale
 
 SCHEMA = column_schema(
     {
@@ -25,13 +15,13 @@ SCHEMA = column_schema(
     }
 )
 
-
-@asset(
-    **PER_CLASS,
-    ins={"mobilenet_features": CLASS_ROWS},
+SCALED_FEATURES = AssetSpec(
+    "scaled_features",
+    deps=["mobilenet_features", "feature_model"],
     kinds={"spark", "parquet"},
     tags={"layer": "features"},
     code_version="1",
+    owners=OWNERS,
     automation_condition=AutomationCondition.eager(),
     metadata={"dagster/column_schema": SCHEMA},
     description=(
@@ -39,27 +29,23 @@ SCHEMA = column_schema(
         "StandardScaler of `feature_model` (fitted on the Training split of all classes)."
     ),
 )
-def scaled_features(
-    context: AssetExecutionContext,
-    spark: LazyPySparkResource,
-    pyspark_step_launcher: StepLauncherParam,
-    storage: FruitsStorage,
-    mobilenet_features: DataFrame,
-    feature_model: FittedModel,
-) -> MaterializeResult:
+
+
+def scaled_result(context, session, storage, scaled: DataFrame, feature_model: FittedModel) -> MaterializeResult:
+    """Write `scaled` (the run's classes' scaled rows) as `scaled_features`; its materialization."""
     stopwatch = Stopwatch()
-    stats, version = transform_classes(
+    stats, version = write_classes(
         context,
-        spark.spark_session,
+        session,
         storage,
-        mobilenet_features.select("uri", "label", "split", "sha256", "features"),
-        lambda rows: scale(feature_model.model, rows),
+        "scaled_features",
+        scaled,
         salt=f"scaled_features/{feature_model.fingerprint}",
         rows=F.count("*"),
     )
+    dimension = MetadataValue.int(len(feature_model.scaler.mean))
     return MaterializeResult(
-        metadata=run_metadata(
-            stopwatch, stats["rows"], SCHEMA, dimension=MetadataValue.int(len(feature_model.scaler.mean))
-        ),
+        asset_key="scaled_features",
+        metadata=run_metadata(stopwatch, stats["rows"], SCHEMA, dimension=dimension),
         data_version=version,
     )
