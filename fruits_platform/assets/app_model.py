@@ -66,13 +66,28 @@ def app_model(
     context.log.info(f"training the classifier on {len(fit)} Training images of {len(classes)} classes")
     classifier = train_classifier(classes, fit["label"], np.stack(fit["pca_features"].to_numpy()), fit[HELD_OUT])
     loaded = weights.load()
-    kernel, bias = reduction_layer(
-        feature_model.scaler.mean.toArray(), feature_model.scaler.std.toArray(), feature_model.pca.pc.toArray()
-    )
     calibration = sample_rows(training, app.calibration_images)
     context.log.info(
         f"classifier: {classifier.kind} (validation {classifier.validation}); converting and calibrating on "
         f"{len(calibration)} Training images"
+    )
+    variants, skipped = convert_variants(context, loaded, feature_model, classifier, calibration)
+    test = sample_rows(
+        rows.where(F.col("split") == "Test").where(F.col("label").isin(classifier.classes)), app.evaluation_images
+    )
+    reports = measure_variants(variants, classifier, test, loaded)
+    built = app_files(loaded, feature_model, classifier, variants)
+    for label in context.partition_keys:
+        context.add_asset_metadata(class_accuracy(reports[FLOAT32], label), partition_key=label)
+    metadata = app_metadata(stopwatch, loaded, feature_model, classifier, len(calibration), test, skipped, reports)
+    yield Output(built, metadata=metadata, data_version=built_from(built))
+
+
+def convert_variants(context, loaded, feature_model: FittedModel, classifier, calibration) -> tuple[dict, dict]:
+    """The app model's LiteRT variants ({variant: flatbuffer}) and those not built ({variant: why}): the
+    conversion runs in a child process, so that a native crash fails the step in one line."""
+    kernel, bias = reduction_layer(
+        feature_model.scaler.mean.toArray(), feature_model.scaler.std.toArray(), feature_model.pca.pc.toArray()
     )
     photos = list(load_photos(calibration["uri"].tolist(), loaded.image_size))
     try:
@@ -83,13 +98,18 @@ def app_model(
         raise Failure(description=str(error), allow_retries=False) from error
     for variant, reason in skipped.items():
         context.log.warning(f"no {variant} variant: {reason}")
-    test = sample_rows(
-        rows.where(F.col("split") == "Test").where(F.col("label").isin(classifier.classes)), app.evaluation_images
-    )
+    return variants, skipped
+
+
+def measure_variants(variants: dict, classifier, test, loaded) -> dict[str, VariantReport]:
+    """Each variant run on the `test` photos as the app runs it; fails the step when the float variant's PCA
+    features are not `pca_features` (they were made with other weights or another feature_model)."""
     labels = np.array([classifier.classes.index(label) for label in test["label"]], dtype=np.int64)
-    expected = np.stack(test["pca_features"].to_numpy()) if len(test) else np.zeros((0, kernel.shape[1]))
-    photos = read_photos(test["uri"], loaded.image_size)
-    reports = evaluate_variants(variants, classifier.classes, photos, labels, expected)
+    k = len(test["pca_features"].iloc[0]) if len(test) else 0
+    expected = np.stack(test["pca_features"].to_numpy()) if len(test) else np.zeros((0, k))
+    reports = evaluate_variants(
+        variants, classifier.classes, read_photos(test["uri"], loaded.image_size), labels, expected
+    )
     scale = float(np.abs(expected).max()) if len(expected) else 1.0
     if reports[FLOAT32].max_feature_difference > FLOAT_TOLERANCE * max(scale, 1.0):
         raise Failure(
@@ -98,13 +118,18 @@ def app_model(
             f"{reports[FLOAT32].max_feature_difference:.4g}: pca_features were computed with other weights or "
             f"another feature_model than the configured ones ({loaded.source}); materialize the graph again",
         )
+    return reports
+
+
+def app_files(loaded, feature_model: FittedModel, classifier, variants: dict[str, bytes]) -> AppModelFiles:
+    """The variants and their manifest, named by the weights' and the feature model's fingerprints."""
     name = f"fruits-app-{loaded.fingerprint}-{feature_model.fingerprint[:16]}"
     manifest = {
         "name": name,
         "classes": classifier.classes,
         "image_size": loaded.image_size,
         "input": "photo: uint8 RGB, image_size x image_size x 3 (MobileNetV2 preprocessing inside the model)",
-        "outputs": {"pca_features": int(kernel.shape[1]), "probabilities": len(classifier.classes)},
+        "outputs": {"pca_features": feature_model.pca.getK(), "probabilities": len(classifier.classes)},
         "weights": {"source": loaded.source, "fingerprint": loaded.fingerprint},
         "feature_model_fingerprint": feature_model.fingerprint,
         "classifier": classifier.kind,
@@ -113,32 +138,34 @@ def app_model(
             for variant, flatbuffer in variants.items()
         },
     }
-    inputs = {key: value for key, value in manifest.items() if key != "variants"}
-    for label in context.partition_keys:
-        context.add_asset_metadata(class_accuracy(reports[FLOAT32], label), partition_key=label)
-    yield Output(
-        AppModelFiles(name, variants, manifest),
-        metadata={
-            "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
-            "classes": MetadataValue.int(len(classifier.classes)),
-            "class_names": MetadataValue.json(classifier.classes),
-            "weights_source": MetadataValue.text(loaded.source),
-            "weights_fingerprint": MetadataValue.text(loaded.fingerprint),
-            "feature_model_fingerprint": MetadataValue.text(feature_model.fingerprint),
-            "classifier": MetadataValue.text(classifier.kind),
-            "classifier_validation": MetadataValue.json(
-                {kind: {k: round(v, 5) for k, v in figures.items()} for kind, figures in classifier.validation.items()}
-            ),
-            "training_images": MetadataValue.int(classifier.training_images),
-            "calibration_images": MetadataValue.int(len(calibration)),
-            "test_images": MetadataValue.int(len(test)),
-            **{f"{variant}_not_built": MetadataValue.text(reason) for variant, reason in skipped.items()},
-            **{key: value for report in reports.values() for key, value in variant_metadata(report).items()},
-            "confused_pairs": confused_pairs_table(reports[FLOAT32]),
-        },
-        # What it was built from (the files' bytes also carry Keras's layer names, which differ between builds).
-        data_version=DataVersion(hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]),
-    )
+    return AppModelFiles(name, variants, manifest)
+
+
+def built_from(built: AppModelFiles) -> DataVersion:
+    """What the model was built from (the files' bytes also carry Keras's layer names, which differ between builds)."""
+    inputs = {key: value for key, value in built.manifest.items() if key != "variants"}
+    return DataVersion(hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24])
+
+
+def app_metadata(stopwatch, loaded, feature_model, classifier, calibrated: int, test, skipped, reports) -> dict:
+    return {
+        "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
+        "classes": MetadataValue.int(len(classifier.classes)),
+        "class_names": MetadataValue.json(classifier.classes),
+        "weights_source": MetadataValue.text(loaded.source),
+        "weights_fingerprint": MetadataValue.text(loaded.fingerprint),
+        "feature_model_fingerprint": MetadataValue.text(feature_model.fingerprint),
+        "classifier": MetadataValue.text(classifier.kind),
+        "classifier_validation": MetadataValue.json(
+            {kind: {k: round(v, 5) for k, v in figures.items()} for kind, figures in classifier.validation.items()}
+        ),
+        "training_images": MetadataValue.int(classifier.training_images),
+        "calibration_images": MetadataValue.int(calibrated),
+        "test_images": MetadataValue.int(len(test)),
+        **{f"{variant}_not_built": MetadataValue.text(reason) for variant, reason in skipped.items()},
+        **{key: value for report in reports.values() for key, value in variant_metadata(report).items()},
+        "confused_pairs": confused_pairs_table(reports[FLOAT32]),
+    }
 
 
 def sample_rows(frame: DataFrame, images: int):

@@ -1,5 +1,7 @@
 """`feature_model`: StandardScaler + PCA fitted once on the Training split of every materialized class."""
 
+from dataclasses import dataclass
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -75,7 +77,40 @@ def feature_model(
     stopwatch = Stopwatch()
     if reduction.k_rule not in K_RULES:
         raise Failure(description=f"k_rule (FRUITS_PCA_K_RULE) must be one of {', '.join(K_RULES)}")
-    features = mobilenet_features
+    found = training_inventory(context, mobilenet_features)
+    settings = (reduction.pca_k, reduction.variance_threshold, reduction.k_rule, reduction.accuracy_tolerance)
+    fit_inputs = data_version(found.training, salt=f"{found.signatures}|{settings}").value
+    previous = model_store.saved("feature_model")
+    # Same Training images, weights and settings: the saved model is reused, so reruns give identical outputs
+    # (a refit may differ in the last bits, and PCA components may flip sign).
+    if previous is not None and previous.record.get("inputs") == fit_inputs:
+        context.log.info("Training images, weights and settings unchanged: the fitted model is reused")
+        fitted = previous
+    else:
+        training = mobilenet_features.where(F.col("split") == "Training")
+        fitted = fit(training, reduction, fit_inputs, mobilenet_features.sparkSession.version)
+        warn_of_stale_classes(context, found.classes)
+    summary = fitted.summary
+    metadata = model_metadata(context, stopwatch, fitted, found, reduction)
+    yield Output(fitted, metadata=metadata, data_version=DataVersion(fitted.fingerprint))
+    yield AssetCheckResult(
+        check_name=CHECK_VARIANCE,
+        passed=explained_variance_valid(summary.explained_variance),
+        metadata={"total": float(sum(summary.explained_variance)), "k": summary.k},
+    )
+
+
+@dataclass(frozen=True)
+class Inventory:
+    classes: list[str]
+    untrained: list[str]  # classes with no Training image
+    signatures: list[str]  # the embeddings' model signatures (one, else the step fails)
+    training: str  # a hash of the Training rows' uri and sha256
+
+
+def training_inventory(context, features: DataFrame) -> Inventory:
+    """What the fit would read, in one Spark job; fails when the embeddings come from different weights or
+    settings, warns of classes that have no Training image."""
     is_training = F.col("split") == "Training"
     found = features.agg(
         F.collect_set("label").alias("classes"),
@@ -95,49 +130,37 @@ def feature_model(
         context.log.warning(
             f"{len(untrained)} class(es) have no Training image and add nothing to the fit: {', '.join(untrained[:10])}"
         )
-    settings = (reduction.pca_k, reduction.variance_threshold, reduction.k_rule, reduction.accuracy_tolerance)
-    fit_inputs = data_version(found["training"], salt=f"{signatures}|{settings}").value
-    previous = model_store.saved("feature_model")
-    # Same Training images, weights and settings: the saved model is reused, so reruns give identical outputs
-    # (a refit may differ in the last bits, and PCA components may flip sign).
-    if previous is not None and previous.record.get("inputs") == fit_inputs:
-        context.log.info("Training images, weights and settings unchanged: the fitted model is reused")
-        fitted = previous
-    else:
-        fitted = fit(features.where(is_training), reduction, fit_inputs, mobilenet_features.sparkSession.version)
-        outside = sorted(set(classes) - set(context.partition_keys))
-        if outside:
-            context.log.warning(
-                f"the model was refitted: the features of {len(outside)} class(es) outside this run "
-                f"({', '.join(outside[:5])}) are now stale; materialize feature_model and its downstream for them "
-                "(the automation sensor does when it runs)"
-            )
-    summary = fitted.summary
-    yield Output(
-        fitted,
-        metadata={
-            "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
-            "throughput_images_per_second": MetadataValue.float(round(summary.training_rows / stopwatch.seconds, 2)),
-            "classes": MetadataValue.int(len(classes)),
-            "training_images": MetadataValue.int(summary.training_rows),
-            "classes_without_training_images": MetadataValue.json(untrained),
-            "model_signature": MetadataValue.text(signatures[0] if signatures else ""),
-            "weights_source": MetadataValue.text(weights_source(context.instance, signatures[0] if signatures else "")),
-            "variance_threshold": MetadataValue.float(reduction.variance_threshold),
-            "k_rule": MetadataValue.text(reduction.describe()),
-            **selection_metadata(summary, reduction),
-            "fingerprint": MetadataValue.text(fitted.fingerprint),
-            # Models load across the supported Sparks (tested); this says which one wrote it.
-            "spark_version": MetadataValue.text(fitted.record.get("spark_version", "unknown")),
-            **pca_metadata(summary.explained_variance, summary.spectrum),
-        },
-        data_version=DataVersion(fitted.fingerprint),
-    )
-    yield AssetCheckResult(
-        check_name=CHECK_VARIANCE,
-        passed=explained_variance_valid(summary.explained_variance),
-        metadata={"total": float(sum(summary.explained_variance)), "k": summary.k},
-    )
+    return Inventory(classes, untrained, signatures, found["training"])
+
+
+def warn_of_stale_classes(context, classes: list[str]) -> None:
+    outside = sorted(set(classes) - set(context.partition_keys))
+    if outside:
+        context.log.warning(
+            f"the model was refitted: the features of {len(outside)} class(es) outside this run "
+            f"({', '.join(outside[:5])}) are now stale; materialize feature_model and its downstream for them "
+            "(the automation sensor does when it runs)"
+        )
+
+
+def model_metadata(context, stopwatch, fitted: FittedModel, found: Inventory, reduction: ReductionSettings) -> dict:
+    summary, signature = fitted.summary, found.signatures[0] if found.signatures else ""
+    return {
+        "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
+        "throughput_images_per_second": MetadataValue.float(round(summary.training_rows / stopwatch.seconds, 2)),
+        "classes": MetadataValue.int(len(found.classes)),
+        "training_images": MetadataValue.int(summary.training_rows),
+        "classes_without_training_images": MetadataValue.json(found.untrained),
+        "model_signature": MetadataValue.text(signature),
+        "weights_source": MetadataValue.text(weights_source(context.instance, signature)),
+        "variance_threshold": MetadataValue.float(reduction.variance_threshold),
+        "k_rule": MetadataValue.text(reduction.describe()),
+        **selection_metadata(summary, reduction),
+        "fingerprint": MetadataValue.text(fitted.fingerprint),
+        # Models load across the supported Sparks (tested); this says which one wrote it.
+        "spark_version": MetadataValue.text(fitted.record.get("spark_version", "unknown")),
+        **pca_metadata(summary.explained_variance, summary.spectrum),
+    }
 
 
 def fit(training, reduction: ReductionSettings, fit_inputs: str, spark_version: str) -> FittedModel:

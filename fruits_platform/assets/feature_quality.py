@@ -81,6 +81,9 @@ def confused_pairs_table(report: QualityReport, top: int = 10) -> tuple[Metadata
     return MetadataValue.md("\n".join(lines)), values
 
 
+EVALUATED_COLUMNS = ["uri", "label", "split", "sha256", "features"]
+
+
 @asset(
     **PER_CLASS,
     ins={"mobilenet_features": EVERY_CLASS_ROWS},
@@ -113,10 +116,8 @@ def feature_quality(
     if len(found[0]) < 2:
         context.log.warning(f"{len(found[0])} class(es) embedded: the evaluation needs two; nothing materialized")
         return
-    signatures = sorted(found[1])
-    signature = ",".join(signatures)
-    rows = mobilenet_features.select("uri", "label", "split", "sha256", "features")
-    frame = transform_features(feature_model.model, rows)
+    signatures, salt = sorted(found[1]), f"{feature_model.fingerprint}|{','.join(sorted(found[1]))}"
+    frame = transform_features(feature_model.model, mobilenet_features.select(*EVALUATED_COLUMNS))
     try:
         report = evaluate_features(
             frame, variance_threshold=reduction.variance_threshold, max_images=reduction.evaluation_max_images
@@ -125,20 +126,17 @@ def feature_quality(
         raise Failure(description=f"Cannot evaluate the features: {error}") from error
     for label in context.partition_keys:
         context.add_asset_metadata(class_scores(report, label), partition_key=label)
+    source = weights_source(context.instance, signatures[0]) if len(signatures) == 1 else "mixed"
     yield MaterializeResult(
         metadata={
             "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
             **report_metadata(report, reduction.accuracy_tolerance),
-            "model_signature": MetadataValue.text(signature),
-            "weights_source": MetadataValue.text(
-                weights_source(context.instance, signatures[0]) if len(signatures) == 1 else "mixed"
-            ),
+            "model_signature": MetadataValue.text(",".join(signatures)),
+            "weights_source": MetadataValue.text(source),
             "feature_model_fingerprint": MetadataValue.text(feature_model.fingerprint),
         },
         # Inputs: the evaluated rows, the fitted model and the weights that produced the features.
-        data_version=content_version(
-            frame, ["uri", "sha256", "split"], salt=f"{feature_model.fingerprint}|{signature}"
-        ),
+        data_version=content_version(frame, ["uri", "sha256", "split"], salt=salt),
     )
 
 

@@ -68,6 +68,14 @@ def known_features(previous: DataFrame | None, signature: str) -> DataFrame | No
     return previous.where(F.col("model_signature") == signature).select("sha256", "features").dropDuplicates(["sha256"])
 
 
+def embedded_before(features, labels: list[str], signature: str) -> tuple[DataFrame | None, frozenset[str]]:
+    """The classes' embeddings made before with the model of `signature` (`known_features`), and their hashes."""
+    known = known_features(features.read_existing(labels), signature)
+    if known is None:
+        return None, frozenset()
+    return known, frozenset(row["sha256"] for row in known.select("sha256").collect())
+
+
 def features_result(
     context,
     stopwatch: Stopwatch,

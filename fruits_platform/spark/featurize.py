@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -169,6 +170,17 @@ def _cataloguer_and_embedder(model_broadcast, known_broadcast, threads: int, bat
             yield pd.concat([frame.reset_index(drop=True), details], axis=1)
 
     return batches
+
+
+@contextmanager
+def broadcast(spark: SparkSession, *values):
+    """Broadcast each of `values` to the executors, for the duration of the block."""
+    handles = [spark.sparkContext.broadcast(value) for value in values]
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.unpersist()
 
 
 def catalogue_and_embed(
