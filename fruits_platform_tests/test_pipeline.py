@@ -191,7 +191,7 @@ def test_a_single_class_is_featurized_and_its_evaluation_skipped(tmp_path, spark
 
 
 def test_the_finite_check_finds_nan_and_infinities(spark):
-    from fruits_platform.assets.mobilenet_features import has_non_finite
+    from fruits_platform.assets.catalogue_and_embed import has_non_finite
 
     nan, inf = float("nan"), float("inf")
     vectors = [[0.5, 1.0, 2.0], [0.5, nan, 2.0], [inf, 1.0, 2.0], [0.5, -inf, 2.0], [nan, -inf, inf], [-3.0, 0.0, 1e30]]

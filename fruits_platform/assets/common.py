@@ -17,6 +17,7 @@ import numpy as np
 from dagster import (
     AllPartitionMapping,
     AssetIn,
+    AssetSpec,
     BackfillPolicy,
     BetaWarning,
     DagsterInvariantViolationError,
@@ -69,6 +70,20 @@ CLASS_ROWS = AssetIn(input_manager_key="class_datasets")
 EVERY_CLASS_ROWS = AssetIn(
     input_manager_key="class_datasets", partition_mapping=AllPartitionMapping(), metadata={MATERIALIZED_ONLY: True}
 )
+
+
+def dataset_spec(name: str, schema: TableSchema, description: str, layer: str = "features", **spec) -> AssetSpec:
+    """A per-class Parquet dataset that a multi-asset step writes (`spec`: deps, kinds, automation condition)."""
+    spec.setdefault("kinds", {"spark", "parquet"})
+    return AssetSpec(
+        name,
+        tags={"layer": layer},
+        code_version="1",
+        owners=OWNERS,
+        metadata={"dagster/column_schema": schema},
+        description=description,
+        **spec,
+    )
 
 
 LINEAGE_COLUMNS = {
