@@ -2,7 +2,7 @@
 # Creates an EMR cluster suited to the platform. Set the variables, then run it once.
 # Needs: the AWS CLI with credentials allowed to create EMR clusters, the default EMR roles
 # (`aws emr create-default-roles`), the package installed in .venv, and the bootstrap files staged
-# (README, "Deploy to EMR"). x86_64 instances only: the release's lock holds x86_64 wheels.
+# (docs/deploy-emr.md). x86_64 instances only: the release's lock holds x86_64 wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUCKET="${BUCKET:?set BUCKET to your S3 bucket}"

@@ -204,7 +204,7 @@ def running_dagster_dev(
 def running_production(
     home: Path, env: dict[str, str | None] | None = None, startup_timeout: float = 180.0, log_path: Path | None = None
 ):
-    """The code server, the webserver and the daemon, started as README "Deploy" says (deploy/workspace.yaml),
+    """The code server, the webserver and the daemon, started as docs/production.md says (deploy/workspace.yaml),
     with DAGSTER_HOME=`home` (holding deploy/dagster.yaml) and extra `env`."""
     port, code_port = free_port(), free_port()
     workspace = str(REPO / "deploy" / "workspace.yaml")

@@ -1,4 +1,4 @@
-"""Failure modes, end to end (README "Failure modes"): bad files, odd class folders, interrupted and
+"""Failure modes, end to end (docs/failure-modes.md): bad files, odd class folders, interrupted and
 failed writes, reruns, a Python worker killed mid-task, and AWS keys that must never be written.
 
 One in-process materialization (`world`, random weights, 96 px) serves the catalogue, class-name and

@@ -2,7 +2,7 @@
 
 `inspect_image` decides whether a file may reach the model (and says precisely why not);
 `decode_rgb` turns the bytes of an accepted image into the model's input array.
-Policy (see README "Failure modes"): JPEG, PNG and WEBP are accepted when the content matches
+Policy (see docs/failure-modes.md): JPEG, PNG and WEBP are accepted when the content matches
 the file extension; greyscale, palette, CMYK and alpha images are converted to RGB (alpha is
 composited on white, the Fruits-360 background); any size is accepted and resized, but images
 whose declared size exceeds MAX_PIXELS are rejected from the header alone, before decoding.
