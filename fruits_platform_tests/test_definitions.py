@@ -42,6 +42,23 @@ def test_every_asset_reads_at_a_glance_and_scaled_and_pca_features_are_one_step(
     assert steps["raw_images"] == steps["mobilenet_features"] == "catalogue_and_embed"
 
 
+def test_dg_loads_the_project():
+    """The project is a dg project (pyproject's [tool.dg]): `dg check defs` loads the same definitions."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    venv = Path(sys.executable).parent
+    env = {**os.environ, "VIRTUAL_ENV": str(venv.parent), "PATH": f"{venv}{os.pathsep}{os.environ['PATH']}"}
+    root = Path(__file__).resolve().parents[1]
+    checked = subprocess.run(
+        [str(venv / "dg"), "check", "defs"], cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    assert "All definitions loaded successfully." in checked.stdout + checked.stderr
+
+
 def test_local_sensor_registers_classes_and_leaves_runs_to_the_user(instance, tmp_path):
     storage = FruitsStorage(data_root=str(SAMPLE_ROOT), output_root=str(tmp_path))
     sensor = defs.get_sensor_def("new_images_sensor")
