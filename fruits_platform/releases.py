@@ -9,6 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Arrow between the JVM and the Python workers, the same locally and on EMR: batches of 64 rows (the model
+# takes them in calls of FRUITS_BATCH_SIZE); on by default only from Spark 4.1, and pandas frames with array
+# cells cannot be converted without it.
+ARROW_BATCH_ROWS = 64
+ARROW_SETTINGS = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),
+}
+
 
 @dataclass(frozen=True)
 class EmrRelease:
@@ -61,8 +70,7 @@ def cluster_configurations(label: str = DEFAULT_RELEASE) -> list[dict]:
         {
             "Classification": "spark-defaults",
             "Properties": {
-                "spark.sql.execution.arrow.pyspark.enabled": "true",
-                "spark.sql.execution.arrow.maxRecordsPerBatch": "64",
+                **ARROW_SETTINGS,
                 "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
             },
         },

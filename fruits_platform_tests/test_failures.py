@@ -334,6 +334,23 @@ class SimulatedCrash(BaseException):
     pass
 
 
+def test_a_replaced_folder_changes_whole_or_not_at_all(spark, tmp_path):
+    """The model stores' stage-then-swap (`replacing`): a block that fails leaves the previous version and no
+    staging folder; one that ends swaps the new version in."""
+    from fruits_platform.spark.datasets import HadoopFs, qualify, replacing
+
+    target = qualify(str(tmp_path / "model"))
+    fs = HadoopFs(spark, target)
+    fs.write_text(f"{target}/version", "1")
+    with pytest.raises(RuntimeError), replacing(fs, target) as staged:
+        fs.write_text(f"{staged}/version", "2")
+        raise RuntimeError("the write failed")
+    assert fs.read_text(f"{target}/version") == "1" and fs.children(str(tmp_path / "_staging")) == []
+    with replacing(fs, target) as staged:
+        fs.write_text(f"{staged}/version", "2")
+    assert fs.read_text(f"{target}/version") == "2" and fs.children(f"{tmp_path}/_staging") == []
+
+
 def test_crash_between_the_two_renames_is_recovered(spark, tmp_path, monkeypatch):
     root = tmp_path / "asset"
     dataset = PartitionedDataset(spark, str(root))

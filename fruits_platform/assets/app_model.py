@@ -8,7 +8,15 @@ from dagster import AssetExecutionContext, DataVersion, Failure, MetadataValue, 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import EVERY_CLASS_ROWS, PER_CLASS, StepLauncherParam, Stopwatch
+from fruits_platform.assets.common import (
+    EVERY_CLASS_ROWS,
+    PAIRS_HEADER,
+    PER_CLASS,
+    StepLauncherParam,
+    Stopwatch,
+    markdown_table,
+    runtime_metadata,
+)
 from fruits_platform.ml.app_model import (
     FLOAT32,
     VariantReport,
@@ -149,7 +157,7 @@ def built_from(built: AppModelFiles) -> DataVersion:
 
 def app_metadata(stopwatch, loaded, feature_model, classifier, calibrated: int, test, skipped, reports) -> dict:
     return {
-        "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
+        **runtime_metadata(stopwatch),
         "classes": MetadataValue.int(len(classifier.classes)),
         "class_names": MetadataValue.json(classifier.classes),
         "weights_source": MetadataValue.text(loaded.source),
@@ -195,8 +203,4 @@ def class_accuracy(report: VariantReport, label: str) -> dict:
 
 
 def confused_pairs_table(report: VariantReport, top: int = 10) -> MetadataValue:
-    lines = ["| class A | class B | A predicted as B | B predicted as A |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {ab} | {ba} |" for a, b, ab, ba in report.scores.confused_pairs(top)]
-    if len(lines) == 2:
-        lines.append("| (no confusion) | | | |")
-    return MetadataValue.md("\n".join(lines))
+    return markdown_table(PAIRS_HEADER, report.scores.confused_pairs(top), "(no confusion)")

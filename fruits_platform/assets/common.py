@@ -108,12 +108,16 @@ class Stopwatch:
         return time.perf_counter() - self.started
 
 
+def runtime_metadata(stopwatch: Stopwatch) -> dict:
+    return {"runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3))}
+
+
 def run_metadata(stopwatch: Stopwatch, rows: int, schema: TableSchema, images: int | None = None, **extra) -> dict:
-    """Runtime, counts, throughput and schema, the metadata every materialization carries."""
+    """Runtime, counts, throughput and schema, the metadata every dataset's materialization carries."""
     seconds = stopwatch.seconds
     images = rows if images is None else images
     return {
-        "runtime_seconds": MetadataValue.float(round(seconds, 3)),
+        **runtime_metadata(stopwatch),
         "throughput_images_per_second": MetadataValue.float(round(images / seconds, 2) if seconds > 0 else 0.0),
         "dagster/row_count": MetadataValue.int(rows),
         "dagster/column_schema": MetadataValue.table_schema(schema),
@@ -201,6 +205,28 @@ def content_version(frame: DataFrame, columns: list[str], salt: str = "") -> Dat
     return summarize(frame, columns, salt)[1]
 
 
+def pyplot():
+    """matplotlib's pyplot, drawing off-screen (a run worker has no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def markdown_table(header: list[str], rows: list, empty: str = "(none)") -> MetadataValue:
+    """A Markdown table (the UI renders it), one row saying `empty` when there is none."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        "| " + " | ".join(str(cell) for cell in row) + " |" for row in rows or [(empty, *[""] * (len(header) - 1))]
+    ]
+    return MetadataValue.md("\n".join(lines))
+
+
+PAIRS_HEADER = ["class A", "class B", "A predicted as B", "B predicted as A"]
+
+
 def png_markdown(figure, title: str) -> MetadataValue:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
@@ -215,10 +241,7 @@ def scree_plot(explained_variance: list[float], spectrum: list[float], title: st
 @functools.lru_cache(maxsize=4)
 def _scree_markdown(explained_variance: tuple, spectrum: tuple, title: str) -> str:
     """The plot as Markdown, drawn once per model in a process (feature_model and pca_features show the same)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     k = len(explained_variance)
     shown = spectrum[: max(k * 2, min(len(spectrum), 50))]

@@ -26,6 +26,7 @@ from fruits_platform.assets.common import (
     content_hash,
     data_version,
     pca_metadata,
+    runtime_metadata,
 )
 from fruits_platform.resources.model import ReductionSettings
 from fruits_platform.resources.model_store import FeatureModelIOManager, FittedModel
@@ -146,7 +147,7 @@ def warn_of_stale_classes(context, classes: list[str]) -> None:
 def model_metadata(context, stopwatch, fitted: FittedModel, found: Inventory, reduction: ReductionSettings) -> dict:
     summary, signature = fitted.summary, found.signatures[0] if found.signatures else ""
     return {
-        "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
+        **runtime_metadata(stopwatch),
         "throughput_images_per_second": MetadataValue.float(round(summary.training_rows / stopwatch.seconds, 2)),
         "classes": MetadataValue.int(len(found.classes)),
         "training_images": MetadataValue.int(summary.training_rows),

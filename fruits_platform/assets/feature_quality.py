@@ -6,11 +6,15 @@ from pyspark.sql import functions as F
 
 from fruits_platform.assets.common import (
     EVERY_CLASS_ROWS,
+    PAIRS_HEADER,
     PER_CLASS,
     StepLauncherParam,
     Stopwatch,
     content_version,
+    markdown_table,
     png_markdown,
+    pyplot,
+    runtime_metadata,
 )
 from fruits_platform.assets.feature_model import weights_source
 from fruits_platform.ml.quality import CLASSIFIERS, LOGREG, NEAREST, QualityReport
@@ -24,11 +28,7 @@ FEATURES = {"pca": "PCA", "scaled": "scaled 1280-d"}
 
 
 def accuracy_curve_plot(report: QualityReport) -> MetadataValue:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ks = sorted(report.curve)
     figure, axis = plt.subplots(figsize=(7, 3.8))
     axis.plot(ks, [report.curve[k][NEAREST] for k in ks], marker="o", color="#e4572e", label=NAMES[NEAREST])
@@ -70,15 +70,9 @@ def per_class_table(report: QualityReport) -> MetadataValue:
 
 
 def confused_pairs_table(report: QualityReport, top: int = 10) -> tuple[MetadataValue, dict]:
-    lines = ["| classifier | class A | class B | A predicted as B | B predicted as A |", "|---|---|---|---|---|"]
-    values = {}
-    for classifier in CLASSIFIERS:
-        pairs = report.scores[(classifier, "pca")].confused_pairs(top)
-        values[classifier] = [list(pair) for pair in pairs]
-        lines += [f"| {NAMES[classifier]}, PCA | {a} | {b} | {ab} | {ba} |" for a, b, ab, ba in pairs]
-    if all(not pairs for pairs in values.values()):
-        lines.append("| (no confusion) | | | | |")
-    return MetadataValue.md("\n".join(lines)), values
+    values = {c: [list(pair) for pair in report.scores[(c, "pca")].confused_pairs(top)] for c in CLASSIFIERS}
+    rows = [(f"{NAMES[c]}, PCA", *pair) for c in CLASSIFIERS for pair in values[c]]
+    return markdown_table(["classifier", *PAIRS_HEADER], rows, "(no confusion)"), values
 
 
 EVALUATED_COLUMNS = ["uri", "label", "split", "sha256", "features"]
@@ -129,7 +123,7 @@ def feature_quality(
     source = weights_source(context.instance, signatures[0]) if len(signatures) == 1 else "mixed"
     yield MaterializeResult(
         metadata={
-            "runtime_seconds": MetadataValue.float(round(stopwatch.seconds, 3)),
+            **runtime_metadata(stopwatch),
             **report_metadata(report, reduction.accuracy_tolerance),
             "model_signature": MetadataValue.text(",".join(signatures)),
             "weights_source": MetadataValue.text(source),

@@ -11,7 +11,7 @@ from dagster import EnvVar, ResourceDefinition
 from dagster_pyspark import LazyPySparkResource
 
 from fruits_platform.ml.mobilenet import DEFAULT_ENGINE
-from fruits_platform.releases import release
+from fruits_platform.releases import ARROW_BATCH_ROWS, ARROW_SETTINGS, release
 from fruits_platform.resources.class_datasets import ClassDatasets
 from fruits_platform.resources.model import DEFAULT_MODEL_CACHE, AppModelSettings, MobileNetWeights, ReductionSettings
 from fruits_platform.resources.model_store import AppModelIOManager, FeatureModelIOManager
@@ -22,7 +22,7 @@ DEPLOYMENT_ENV = "FRUITS_DEPLOYMENT"
 SAMPLE_DATA_ROOT = str(Path(__file__).resolve().parents[1] / "sample_data" / "fruits360")
 
 # Local Spark: every core, up to 4 attempts per task (local mode otherwise never retries),
-# Arrow batches of 64 rows (the model takes them in calls of FRUITS_BATCH_SIZE), no UI port to collide
+# Arrow as on EMR (releases.py), no UI port to collide
 # with `dagster dev`. The measurements behind each setting: docs/decisions.md.
 LOCAL_SPARK_CONFIG = {
     "spark.master": "local[*,4]",
@@ -31,9 +31,7 @@ LOCAL_SPARK_CONFIG = {
     # A short-lived JVM: leave the optimizing compiler to the hot per-row loops, not to lukewarm methods.
     "spark.driver.extraJavaOptions": "-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 "
     "-XX:Tier4CompileThreshold=150000 -XX:Tier4BackEdgeThreshold=400000",
-    "spark.sql.execution.arrow.maxRecordsPerBatch": "64",
-    # Off by default before Spark 4.1; pandas frames with array cells cannot be converted without it.
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    **ARROW_SETTINGS,
     "spark.sql.shuffle.partitions": "16",
     # Class folders are listed on the driver, not by a job of one task per folder.
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "4096",
@@ -149,7 +147,7 @@ NODE_PYTHON = release().python
 EMR_SPARK_CONFIG = {
     "spark": {
         "pyspark": {"python": NODE_PYTHON, "driver": {"python": NODE_PYTHON}},
-        "sql": {"execution": {"arrow": {"maxRecordsPerBatch": 64, "pyspark": {"enabled": "true"}}}},
+        "sql": {"execution": {"arrow": {"maxRecordsPerBatch": ARROW_BATCH_ROWS, "pyspark": {"enabled": "true"}}}},
         "log": {"level": "WARN"},
     }
 }

@@ -5,7 +5,6 @@ that apply it."""
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -16,7 +15,7 @@ from pyspark.ml import PipelineModel
 
 from fruits_platform.ml.identify import MANIFEST
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform.spark.datasets import HadoopFs, qualify, read_json, replace_directory, write_json
+from fruits_platform.spark.datasets import HadoopFs, qualify, read_json, replacing, write_json
 from fruits_platform.spark.jvm import model_fingerprint
 from fruits_platform.spark.reduction import ReductionSummary
 
@@ -82,10 +81,9 @@ class FeatureModelIOManager(ConfigurableIOManager):
         previous = self.saved(context.asset_key.path[-1])
         if previous is None or previous.record != fitted.record:
             session = self.spark.spark_session
-            staged = f"{target.rsplit('/', 1)[0]}/_staging/{context.asset_key.path[-1]}-{uuid.uuid4().hex}"
-            fitted.model.write().overwrite().save(staged)
-            write_json(session, f"{staged}/{FIT_RECORD}", fitted.record)
-            replace_directory(HadoopFs(session, target), staged, target)
+            with replacing(HadoopFs(session, target), target) as staged:
+                fitted.model.write().overwrite().save(staged)
+                write_json(session, f"{staged}/{FIT_RECORD}", fitted.record)
         self._loaded[target] = fitted
         context.add_output_metadata({"path": MetadataValue.path(target)})
 
@@ -124,11 +122,10 @@ class AppModelIOManager(ConfigurableIOManager):
         session = self.spark.spark_session
         target = qualify(self.storage.asset_root(context.asset_key.path[-1]))
         fs = HadoopFs(session, target)
-        staged = f"{target.rsplit('/', 1)[0]}/_staging/{context.asset_key.path[-1]}-{uuid.uuid4().hex}"
-        for variant, flatbuffer in files.variants.items():
-            fs.write_bytes(f"{staged}/{files.file_name(variant)}", flatbuffer)
-        fs.write_text(f"{staged}/{MANIFEST}", json.dumps(files.manifest, indent=1))
-        replace_directory(fs, staged, target)
+        with replacing(fs, target) as staged:
+            for variant, flatbuffer in files.variants.items():
+                fs.write_bytes(f"{staged}/{files.file_name(variant)}", flatbuffer)
+            fs.write_text(f"{staged}/{MANIFEST}", json.dumps(files.manifest, indent=1))
         context.add_output_metadata(
             {"path": MetadataValue.path(target), "manifest": MetadataValue.path(f"{target}/{MANIFEST}")}
         )

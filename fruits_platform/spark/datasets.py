@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -101,6 +103,20 @@ def replace_directory(fs: HadoopFs, staged: str, final: str) -> None:
         fs.rename(final, trash)
     fs.rename(staged, final)
     fs.delete(trash)
+
+
+@contextmanager
+def replacing(fs: HadoopFs, target: str) -> Iterator[str]:
+    """A staging folder for the next version of the folder `target`, swapped in as `target` when the block ends;
+    a block that fails leaves `target` as it was and the staging folder deleted."""
+    parent, name = target.rsplit("/", 1)
+    staged = f"{parent}/_staging/{name}-{uuid.uuid4().hex}"
+    try:
+        yield staged
+    except BaseException:
+        fs.delete(staged)
+        raise
+    replace_directory(fs, staged, target)
 
 
 def recover_interrupted(fs: HadoopFs, root: str) -> None:
