@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,13 +23,7 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from fruits_platform_tests.helpers import REPO, free_port
 
 
 def _reset_signals() -> None:

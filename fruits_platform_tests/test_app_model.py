@@ -25,8 +25,7 @@ from fruits_platform.ml.images import decode_photo, decode_rgb
 from fruits_platform.ml.isolated import NativeCrash, run_isolated
 from fruits_platform.runner import MaterializationError, materialize_classes, register_classes
 from fruits_platform.spark.reduction import HELD_OUT, with_held_out
-from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
-from fruits_platform_tests.test_pipeline import resources
+from fruits_platform_tests.helpers import SAMPLE_CLASSES, copy_classes, resources
 
 CLASSES = SAMPLE_CLASSES[:4]
 

@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from fruits_platform.releases import DEFAULT_RELEASE, RELEASES, cluster_configurations
-from fruits_platform_tests.conftest import REPO
+from fruits_platform_tests.helpers import REPO
 
 LOCKS = REPO / "bootstrap" / "locks"
 

@@ -23,8 +23,8 @@ from urllib.parse import quote
 
 import pytest
 
-from fruits_platform_tests.conftest import REPO, SAMPLE_CLASSES, SAMPLE_ROOT
 from fruits_platform_tests.dagster_dev import running_dagster_dev
+from fruits_platform_tests.helpers import REPO, SAMPLE_CLASSES, SAMPLE_ROOT
 
 CHROMIUM = os.getenv("FRUITS_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -6,7 +6,7 @@ import sys
 
 import pyarrow.dataset as ds
 
-from fruits_platform_tests.conftest import FULL_SAMPLE, SAMPLE_ROOT, copy_classes
+from fruits_platform_tests.helpers import FULL_SAMPLE, SAMPLE_ROOT, copy_classes
 
 CLI = [sys.executable, "-m", "fruits_platform.cli"]
 

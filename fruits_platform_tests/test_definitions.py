@@ -10,7 +10,7 @@ from fruits_platform.partitions import fruit_classes, unusable_key_reason
 from fruits_platform.resources import model_resources, sensor_intervals
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.sensors import build_automation_sensor, build_new_images_sensor
-from fruits_platform_tests.conftest import SAMPLE_CLASSES, SAMPLE_ROOT
+from fruits_platform_tests.helpers import SAMPLE_CLASSES, SAMPLE_ROOT
 
 
 def test_definitions_load_with_lineage():

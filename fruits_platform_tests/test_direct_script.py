@@ -9,7 +9,7 @@ import pyarrow.dataset as ds
 
 from fruits_platform.ml.moments import Moments, choose_k, fit_scaler_and_axes
 from fruits_platform.sources import class_dir_name
-from fruits_platform_tests.conftest import REPO, SAMPLE_ROOT
+from fruits_platform_tests.helpers import REPO, SAMPLE_ROOT
 
 
 def matrix(table, column):

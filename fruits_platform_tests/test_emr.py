@@ -16,8 +16,8 @@ from dagster import AssetKey, DagsterInstance, instance_for_test
 from fruits_platform.resources import local_resources
 from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
 from fruits_platform.runner import materialize_classes, register_classes
-from fruits_platform_tests.conftest import REAL_WEIGHTS, copy_classes
 from fruits_platform_tests.emr_emulator import emulated_emr
+from fruits_platform_tests.helpers import REAL_WEIGHTS, copy_classes
 
 pytestmark = pytest.mark.emr
 

@@ -7,6 +7,7 @@ rerun tests; the CLI tests run `python -m fruits_platform.cli` as a user would, 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -28,13 +29,13 @@ from hypothesis import strategies as st
 from fruits_platform.ml.images import inspect_image
 from fruits_platform.ml.mobilenet import FeatureExtractor, load_weights
 from fruits_platform.partitions import unusable_key_reason
-from fruits_platform.resources import local_resources
-from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
+from fruits_platform.resources.model import MobileNetWeights
 from fruits_platform.runner import first_error_line, latest_metadata, materialize_classes, register_classes
 from fruits_platform.sources import class_dir_name, list_class_files
 from fruits_platform.spark.datasets import MissingPartitionError, PartitionedDataset
-from fruits_platform_tests.conftest import SAMPLE_ROOT, copy_classes
 from fruits_platform_tests.corpus import bad_and_odd_files, write_corpus
+from fruits_platform_tests.helpers import SAMPLE_ROOT, copy_classes
+from fruits_platform_tests.helpers import resources as local_test_resources
 
 WEIGHTS, SIZE = "random:0", 96
 CORPUS_CLASS = "Apple mixed é"  # the whole bad-file corpus + real images; spaces and unicode
@@ -64,9 +65,7 @@ EXACT_REASONS = {
 SAFE_DIR = re.compile(r"^[a-z0-9][a-z0-9-]*-[0-9a-f]{10}$")  # one plain component: no dot, slash, _
 
 
-def resources(data_root, output_root, weights=WEIGHTS):
-    weights = MobileNetWeights(weights=weights, image_size=SIZE)
-    return local_resources(data_root, output_root, weights, ReductionSettings(pca_k=3))
+resources = functools.partial(local_test_resources, weights=WEIGHTS, image_size=SIZE, pca_k=3)
 
 
 def table(path):

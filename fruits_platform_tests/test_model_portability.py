@@ -11,7 +11,7 @@ import pytest
 from pyspark.ml import PipelineModel
 
 from fruits_platform.spark.reduction import fit_feature_model, transform_features
-from fruits_platform_tests.conftest import REPO
+from fruits_platform_tests.helpers import REPO
 
 OTHER_PYTHON = os.getenv("FRUITS_TEST_OTHER_SPARK_PYTHON")
 pytestmark = pytest.mark.skipif(

@@ -10,16 +10,11 @@ from dagster import instance_for_test
 
 from fruits_platform.ml.images import decode_batch
 from fruits_platform.ml.mobilenet import FeatureExtractor, load_weights
-from fruits_platform.resources import local_resources
-from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
+from fruits_platform.resources.model import MobileNetWeights
 from fruits_platform.runner import latest_metadata, materialize_classes, register_classes
-from fruits_platform_tests.conftest import copy_classes
+from fruits_platform_tests.helpers import copy_classes, resources
 
 CLASSES = ["Apple Braeburn", "Banana", "Lemon", "Strawberry"]
-
-
-def resources(data_root, output_root, weights, **reduction):
-    return local_resources(data_root, output_root, MobileNetWeights(weights=weights), ReductionSettings(**reduction))
 
 
 def table(output_root, asset):

@@ -30,8 +30,8 @@ from fruits_platform.concurrency import (
 )
 from fruits_platform.partitions import RANGE_END, RANGE_START, fruit_classes
 from fruits_platform.resources.storage import FruitsStorage
-from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
 from fruits_platform_tests.dagster_dev import EVERY_ASSET, DagsterDev, fresh_for, running_production
+from fruits_platform_tests.helpers import SAMPLE_CLASSES, copy_classes
 from fruits_platform_tests.postgres import create_database, postgres_for_tests, production_home, restart_postgres
 
 CLI = [sys.executable, "-m", "fruits_platform.cli"]

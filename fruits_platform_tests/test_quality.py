@@ -26,8 +26,7 @@ from fruits_platform.runner import latest_metadata, materialize_classes, registe
 from fruits_platform.spark.evaluation import evaluate_features, evaluation_sample
 from fruits_platform.spark.jvm import model_fingerprint
 from fruits_platform.spark.reduction import fit_feature_model, transform_features, validation_split
-from fruits_platform_tests.conftest import FULL_SAMPLE, SAMPLE_CLASSES, SAMPLE_ROOT, copy_classes
-from fruits_platform_tests.test_pipeline import resources
+from fruits_platform_tests.helpers import FULL_SAMPLE, SAMPLE_CLASSES, SAMPLE_ROOT, copy_classes, resources
 
 
 def run_graph(root, data, weights, **reduction):

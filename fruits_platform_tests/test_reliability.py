@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from fruits_platform.concurrency import OUTPUTS_POOL, setup_lock
 from fruits_platform.partitions import fruit_classes
 from fruits_platform.runner import add_classes
-from fruits_platform_tests.conftest import SAMPLE_CLASSES, copy_classes
+from fruits_platform_tests.helpers import SAMPLE_CLASSES, copy_classes
 
 CLI = [sys.executable, "-m", "fruits_platform.cli"]
 PER_CLASS = ["raw_images", "mobilenet_features", "scaled_features", "pca_features"]

@@ -9,10 +9,9 @@ import pytest
 from dagster import instance_for_test
 from moto.server import ThreadedMotoServer
 
-from fruits_platform.resources import local_resources
-from fruits_platform.resources.model import MobileNetWeights, ReductionSettings
 from fruits_platform.runner import materialize_classes, register_classes
-from fruits_platform_tests.conftest import S3_TEST_PORT, SAMPLE_ROOT
+from fruits_platform_tests.helpers import S3_TEST_PORT, SAMPLE_ROOT
+from fruits_platform_tests.helpers import resources as local_test_resources
 
 BUCKET = "fruits-faults"
 CLASSES = ["Banana", "Lemon"]
@@ -47,9 +46,7 @@ def endpoint():
 
 
 def resources(output_root):
-    return local_resources(
-        f"s3://{BUCKET}/data", output_root, MobileNetWeights(weights="random:0"), ReductionSettings()
-    )
+    return local_test_resources(f"s3://{BUCKET}/data", output_root)
 
 
 def materialize(tmp_path, name, during=None):
