@@ -83,8 +83,9 @@ def test_emr_profile_matches_local_profile(tmp_path, spark):
         steps = list(emr.node.records.values())
         assert done.returncode == 0, done.stderr[-4000:] + "\n".join(s.stderr[-3000:] for s in steps)
         # One EMR step per Dagster step for the three classes together (a partition range through the launcher):
-        # catalogue_and_embed (raw_images + mobilenet_features), feature_model, scaled, pca, feature_quality.
-        assert len(steps) == 5 and all(step.returncode == 0 for step in steps)
+        # catalogue_and_embed (raw_images + mobilenet_features), feature_model, scale_and_project (scaled + pca),
+        # feature_quality.
+        assert len(steps) == 4 and all(step.returncode == 0 for step in steps)
         assert all(step.args[0] == "env" and "FRUITS_DEPLOYMENT=emr" in step.args for step in steps)
         assert not any("AWS_" in arg for step in steps for arg in step.args)
         download_prefix(emr.bucket, "out", tmp_path / "emr_out")
