@@ -63,15 +63,15 @@ def pca_model(
     explained_variance: np.ndarray,
     input_col: str,
     output_col: str,
-    uid: str | None = None,
 ) -> PCAModel:
     """The fitted PCA whose principal components are the columns of `axes` (d x k), as `PCA(k).fit` returns it."""
     rows, k = axes.shape
     jvm = _jvm(spark)
-    uid = uid or f"PCA_{uuid.uuid4().hex[-12:]}"
     # DenseMatrix takes its values column-major: the transpose's C order.
     matrix = jvm.org.apache.spark.ml.linalg.DenseMatrix(rows, k, _doubles(spark, np.asarray(axes).T))
-    java_model = jvm.org.apache.spark.ml.feature.PCAModel(uid, matrix, _vector(spark, explained_variance))
+    java_model = jvm.org.apache.spark.ml.feature.PCAModel(
+        f"PCA_{uuid.uuid4().hex[-12:]}", matrix, _vector(spark, explained_variance)
+    )
     model = PCAModel(java_model)
     model._set(k=k, inputCol=input_col, outputCol=output_col)
     model._transfer_params_to_java()
