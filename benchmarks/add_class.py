@@ -9,7 +9,8 @@ copies the held-out class into the data root and measures the seconds until ever
 PCA features are materialized again after that class's embedding, and its evaluation too. Last, with `dagster dev`
 stopped, the direct work for the same change with the platform's plain functions in one process: catalogue and
 embed the new class, refit the model on every class's Training embeddings, re-project every class (written as
-Parquet). Prints the figures and the ratio (target: ≤ 2).
+Parquet) and evaluate them as `feature_quality` does (issue #27 counts the evaluation in the direct work).
+Prints the figures and the ratio (target: ≤ 2).
 
 `--work` (default: a temp folder beside DIR, on the same file system for the hard links) holds the data root,
 the outputs and the Dagster home.
@@ -28,12 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench import files_of, link_layout
+from common import files_of, link_layout
 from dagster import DagsterInstance
 
 from fruits_platform_tests.dagster_dev import EVERY_ASSET, fresh_for, running_dagster_dev
 
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "models" / "mobilenet_v2_1.0_224_imagenet_qat_no_top.weights.h5"
+EVALUATION_IMAGES = 10_000  # FRUITS_QUALITY_MAX_IMAGES' default
 REFRESHED = [asset for asset in EVERY_ASSET if asset != "feature_quality"]
 
 
@@ -86,8 +88,10 @@ def direct(work: Path, weights: str, new: str) -> dict:
     """Catalogue + embed the new class, refit on every class's Training embeddings, re-project every class."""
     from pyspark.sql import functions as F
 
+    from fruits_platform.assets.feature_quality import EVALUATED_COLUMNS
     from fruits_platform.resources import local_resources
     from fruits_platform.resources.model import MobileNetWeights
+    from fruits_platform.spark.evaluation import evaluate_features
     from fruits_platform.spark.featurize import catalogue_and_embed
     from fruits_platform.spark.reduction import fit_feature_model, transform_features
 
@@ -107,11 +111,15 @@ def direct(work: Path, weights: str, new: str) -> dict:
     projected = transform_features(fitted, features).drop("features")
     projected.write.mode("overwrite").parquet(str(work / "direct" / "projected"))
     project = time.perf_counter() - started
-    seconds = featurize + refit + project
+    started = time.perf_counter()
+    evaluate_features(transform_features(fitted, features.select(*EVALUATED_COLUMNS)), max_images=EVALUATION_IMAGES)
+    evaluate = time.perf_counter() - started
+    seconds = featurize + refit + project + evaluate
     return {
         "featurize_seconds": round(featurize, 1),
         "refit_seconds": round(refit, 1),
         "reproject_seconds": round(project, 1),
+        "evaluate_seconds": round(evaluate, 1),
         "seconds": round(seconds, 1),
     }
 

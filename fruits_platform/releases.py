@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Arrow between the JVM and the Python workers, the same locally and on EMR: batches of 64 rows (the model
-# takes them in calls of FRUITS_BATCH_SIZE); on by default only from Spark 4.1, and pandas frames with array
-# cells cannot be converted without it.
-ARROW_BATCH_ROWS = 64
+# Arrow between the JVM and the Python workers, the same locally and on EMR: a batch per embedding task
+# (the model still takes them in calls of FRUITS_BATCH_SIZE); on by default only from Spark 4.1, and pandas
+# frames with array cells cannot be converted without it.
+ARROW_BATCH_ROWS = 512
 ARROW_SETTINGS = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),

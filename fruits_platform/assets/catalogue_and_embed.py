@@ -2,6 +2,8 @@
 (when valid and not embedded before) embedded from the same bytes; the rows are kept on the executors' disks
 and written twice."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -263,7 +265,7 @@ def catalogue_and_embed(
 ):
     stopwatch = Stopwatch()
     labels = list(context.partition_keys)
-    session, model_weights, model = spark.spark_session, weights.load(), weights.compiled()
+    session, model_weights, model = session_and_model(spark, weights)
     with storage_failures():
         files = storage.class_files(labels)
     features = storage.dataset(session, "mobilenet_features")
@@ -287,6 +289,14 @@ def catalogue_and_embed(
             yield embedded
         finally:
             rows.unpersist()
+
+
+def session_and_model(spark: LazyPySparkResource, weights: MobileNetWeights):
+    """The step's SparkSession, weights and compiled model: the JVM starts while TensorFlow loads the weights."""
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(lambda: spark.spark_session)
+        model_weights, model = weights.load(), weights.compiled()
+        return starting.result(), model_weights, model
 
 
 def describe(known_hashes: frozenset[str], model_weights, model) -> str:

@@ -142,7 +142,7 @@ def local_resources(
 
 
 # Spark settings for steps on EMR (the cluster's own defaults do the rest): the release's Python 3.11,
-# where the bootstrap installed our packages, for driver and workers; Arrow batches of 64 rows; quiet log.
+# where the bootstrap installed our packages, for driver and workers; Arrow as locally (releases.py); quiet log.
 NODE_PYTHON = release().python
 EMR_SPARK_CONFIG = {
     "spark": {
