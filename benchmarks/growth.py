@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import BATCH, DEFAULT_WEIGHTS, REPO, RssSampler, files_of, link_layout, run_child
+from common import BATCH, DEFAULT_WEIGHTS, REPO, RssSampler, files_of, link_layout, run_child
 
 DEFAULT_OUT_DIR = REPO / "benchmarks" / "results"
 DEFAULT_SIZES = "20000,40000,0"
