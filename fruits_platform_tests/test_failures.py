@@ -278,7 +278,7 @@ def _versioned(spark, version: int, rows_per_label=3):
 def test_write_summarizes_the_rows_it_writes_as_a_read_back_would(spark, tmp_path):
     from pyspark.sql import functions as F
 
-    from fruits_platform.assets.common import summarize, write_summarized
+    from fruits_platform.assets.versioned_writes import summarize, write_summarized
 
     dataset = PartitionedDataset(spark, str(tmp_path / "asset"))
     observed = dataset.write(_versioned(spark, 1), ["A"], observe={"values": F.sort_array(F.collect_list("value"))})

@@ -106,7 +106,7 @@ def test_endpoint_lost_while_the_files_are_read_fails_the_step_for_a_retry(spark
     and the file, never a file recorded as rejected."""
     from dagster import Failure, RetryRequested
 
-    from fruits_platform.assets.common import storage_failures
+    from fruits_platform.assets.storage_failures import storage_failures
     from fruits_platform.ml.mobilenet import compile_model, load_weights
     from fruits_platform.sources import list_class_files
     from fruits_platform.spark.featurize import catalogue_and_embed

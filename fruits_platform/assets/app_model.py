@@ -8,15 +8,8 @@ from dagster import AssetExecutionContext, DataVersion, Failure, MetadataValue, 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import (
-    EVERY_CLASS_ROWS,
-    PAIRS_HEADER,
-    PER_CLASS,
-    StepLauncherParam,
-    Stopwatch,
-    markdown_table,
-    runtime_metadata,
-)
+from fruits_platform.assets.metadata import PAIRS_HEADER, Stopwatch, markdown_table, runtime_metadata
+from fruits_platform.assets.specs import EVERY_CLASS_ROWS, PER_CLASS, StepLauncherParam
 from fruits_platform.ml.app_model import (
     FLOAT32,
     VariantReport,

@@ -20,18 +20,11 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import (
-    PER_CLASS_STEP,
-    StepLauncherParam,
-    Stopwatch,
-    add_class_metadata,
-    column_schema,
-    dataset_spec,
-    progress_logger,
-    run_metadata,
-    storage_failures,
-    write_summarized,
-)
+from fruits_platform.assets.metadata import Stopwatch, run_metadata
+from fruits_platform.assets.progress import progress_logger
+from fruits_platform.assets.specs import PER_CLASS_STEP, StepLauncherParam, column_schema, dataset_spec
+from fruits_platform.assets.storage_failures import storage_failures
+from fruits_platform.assets.versioned_writes import add_class_metadata, write_summarized
 from fruits_platform.ml.mobilenet import FEATURE_DIM, CompiledModel, ModelWeights
 from fruits_platform.resources.model import MobileNetWeights
 from fruits_platform.resources.storage import FruitsStorage

@@ -18,16 +18,9 @@ from dagster import (
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import (
-    EVERY_CLASS_ROWS,
-    PER_CLASS,
-    StepLauncherParam,
-    Stopwatch,
-    content_hash,
-    data_version,
-    pca_metadata,
-    runtime_metadata,
-)
+from fruits_platform.assets.metadata import Stopwatch, pca_metadata, runtime_metadata
+from fruits_platform.assets.specs import EVERY_CLASS_ROWS, PER_CLASS, StepLauncherParam
+from fruits_platform.assets.versioned_writes import content_hash, data_version
 from fruits_platform.resources.model import ReductionSettings
 from fruits_platform.resources.model_store import FeatureModelIOManager, FittedModel
 from fruits_platform.spark.reduction import K_RULES, explained_variance_valid, fit_feature_model

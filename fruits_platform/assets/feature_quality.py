@@ -4,19 +4,17 @@ from dagster import AssetExecutionContext, AutomationCondition, Failure, Materia
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import (
-    EVERY_CLASS_ROWS,
+from fruits_platform.assets.feature_model import weights_source
+from fruits_platform.assets.metadata import (
     PAIRS_HEADER,
-    PER_CLASS,
-    StepLauncherParam,
     Stopwatch,
-    content_version,
     markdown_table,
     png_markdown,
     pyplot,
     runtime_metadata,
 )
-from fruits_platform.assets.feature_model import weights_source
+from fruits_platform.assets.specs import EVERY_CLASS_ROWS, PER_CLASS, StepLauncherParam
+from fruits_platform.assets.versioned_writes import content_version
 from fruits_platform.ml.quality import CLASSIFIERS, LOGREG, NEAREST, QualityReport
 from fruits_platform.resources.model import ReductionSettings
 from fruits_platform.resources.model_store import FittedModel

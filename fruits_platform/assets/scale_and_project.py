@@ -16,17 +16,9 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fruits_platform.assets.common import (
-    CLASS_ROWS,
-    PER_CLASS_STEP,
-    StepLauncherParam,
-    Stopwatch,
-    column_schema,
-    dataset_spec,
-    pca_metadata,
-    run_metadata,
-    write_classes,
-)
+from fruits_platform.assets.metadata import Stopwatch, pca_metadata, run_metadata
+from fruits_platform.assets.specs import CLASS_ROWS, PER_CLASS_STEP, StepLauncherParam, column_schema, dataset_spec
+from fruits_platform.assets.versioned_writes import write_classes
 from fruits_platform.resources.model_store import FittedModel
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.spark.reduction import project, scale
