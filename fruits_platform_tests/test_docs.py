@@ -120,20 +120,29 @@ def settings_read() -> frozenset[str]:
 
 @cache
 def code_defaults() -> dict[str, str]:
-    """The default of each setting read as `_setting("FRUITS_X", default)` or `os.getenv("FRUITS_X", default)`,
-    when it is a literal or a module-level constant that is one."""
-    constants, calls = {}, []
+    """The default of each setting read as `_setting("FRUITS_X", default)` or `os.getenv("FRUITS_X", default)`, or
+    as a resource field's, `_from_env(Resource, field="FRUITS_X")` (`field: type = Field(default=...)` in the
+    class), when it is a literal or a module-level constant that is one."""
+    constants, calls, fields, field_settings = {}, [], {}, []
     for path in package_python():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
                 constants.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
+            if isinstance(node, ast.ClassDef):
+                fields.update({(node.name, field): default for field, default in field_defaults(node)})
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and len(node.args) == 2 and isinstance(node.args[0], ast.Constant):
-                func = node.func
-                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if name in {"_setting", "getenv", "get"} and str(node.args[0].value).startswith("FRUITS_"):
-                    calls.append((node.args[0].value, node.args[1]))
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0] if node.args else None
+            setting = str(first.value) if isinstance(first, ast.Constant) else ""
+            if name == "_from_env" and isinstance(first, ast.Name):
+                field_settings += [(k.value.value, (first.id, k.arg)) for k in node.keywords if k.arg]
+            elif name in {"_setting", "getenv", "get"} and len(node.args) == 2 and setting.startswith("FRUITS_"):
+                calls.append((setting, node.args[1]))
+    calls += [(setting, fields[field]) for setting, field in field_settings]
     defaults = {}
     for setting, expr in calls:
         if isinstance(expr, ast.Constant):
@@ -141,6 +150,19 @@ def code_defaults() -> dict[str, str]:
         elif isinstance(expr, ast.Name) and expr.id in constants:
             defaults[setting] = str(constants[expr.id])
     return defaults
+
+
+def field_defaults(cls: ast.ClassDef) -> list[tuple[str, ast.expr]]:
+    """(name, default expression) of the class's annotated fields: `x: int = 0` or `x: int = Field(default=0)`."""
+    found = []
+    for item in cls.body:
+        if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.value is not None:
+            value = item.value
+            if isinstance(value, ast.Call):
+                value = next((k.value for k in value.keywords if k.arg == "default"), None)
+            if value is not None:
+                found.append((item.target.id, value))
+    return found
 
 
 @cache

@@ -1,5 +1,6 @@
 """Resources per deployment profile. This module is the one place that chooses local vs EMR,
-from FRUITS_DEPLOYMENT (default `local`); everything else receives resources by key."""
+from FRUITS_DEPLOYMENT (default `local`); everything else receives resources by key. It reads the settings:
+each one's default is declared once, a resource field's on the field (model.py, storage.py), the others here."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from pathlib import Path
 from dagster import EnvVar, ResourceDefinition
 from dagster_pyspark import LazyPySparkResource
 
-from fruits_platform.ml.mobilenet import DEFAULT_ENGINE
 from fruits_platform.releases import ARROW_BATCH_ROWS, ARROW_SETTINGS, release
 from fruits_platform.resources.class_datasets import ClassDatasets
-from fruits_platform.resources.model import DEFAULT_MODEL_CACHE, AppModelSettings, MobileNetWeights, ReductionSettings
+from fruits_platform.resources.model import AppModelSettings, MobileNetWeights, ReductionSettings
 from fruits_platform.resources.model_store import AppModelIOManager, FeatureModelIOManager
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.sources import DEFAULT_OUTPUT_ROOT
@@ -60,6 +60,13 @@ def _setting(name: str, default):
         raise ValueError(f"{name} must be {kind}, got {os.environ[name]!r}") from None
 
 
+def _from_env(resource_class, **variables: str) -> dict:
+    """Arguments for `resource_class`: each field named (the keyword) from its variable (the value) by `_setting`,
+    whose default is the field's own. A resource setting's default is declared once, on its field."""
+    fields = resource_class.model_fields
+    return {field: _setting(variable, fields[field].default) for field, variable in variables.items()}
+
+
 def sensor_intervals() -> tuple[int, int]:
     """Seconds between evaluations of the new-images sensor and of the automation (Dagster's
     `minimum_interval_seconds`): how long a new image can wait before its run is requested."""
@@ -73,23 +80,32 @@ def sensor_intervals() -> tuple[int, int]:
 def model_resources() -> dict:
     return {
         "weights": MobileNetWeights(
-            weights=_setting("FRUITS_WEIGHTS", "imagenet"),
-            image_size=_setting("FRUITS_IMAGE_SIZE", 224),
-            engine=_setting("FRUITS_ENGINE", DEFAULT_ENGINE),
-            batch_size=_setting("FRUITS_BATCH_SIZE", 0),
-            model_cache=_setting("FRUITS_MODEL_CACHE", DEFAULT_MODEL_CACHE),
+            **_from_env(
+                MobileNetWeights,
+                weights="FRUITS_WEIGHTS",
+                image_size="FRUITS_IMAGE_SIZE",
+                engine="FRUITS_ENGINE",
+                batch_size="FRUITS_BATCH_SIZE",
+                model_cache="FRUITS_MODEL_CACHE",
+            )
         ),
         "reduction": ReductionSettings(
-            pca_k=_setting("FRUITS_PCA_K", 0),
-            variance_threshold=_setting("FRUITS_PCA_VARIANCE", 0.95),
-            k_rule=_setting("FRUITS_PCA_K_RULE", "variance"),
-            accuracy_tolerance=_setting("FRUITS_PCA_ACCURACY_TOLERANCE", 0.01),
-            evaluation_max_images=_setting("FRUITS_QUALITY_MAX_IMAGES", 10_000),
+            **_from_env(
+                ReductionSettings,
+                pca_k="FRUITS_PCA_K",
+                variance_threshold="FRUITS_PCA_VARIANCE",
+                k_rule="FRUITS_PCA_K_RULE",
+                accuracy_tolerance="FRUITS_PCA_ACCURACY_TOLERANCE",
+                evaluation_max_images="FRUITS_QUALITY_MAX_IMAGES",
+            )
         ),
         "app": AppModelSettings(
-            training_images=_setting("FRUITS_APP_TRAINING_IMAGES", 200_000),
-            calibration_images=_setting("FRUITS_APP_CALIBRATION_IMAGES", 200),
-            evaluation_images=_setting("FRUITS_APP_EVALUATION_IMAGES", 2000),
+            **_from_env(
+                AppModelSettings,
+                training_images="FRUITS_APP_TRAINING_IMAGES",
+                calibration_images="FRUITS_APP_CALIBRATION_IMAGES",
+                evaluation_images="FRUITS_APP_EVALUATION_IMAGES",
+            )
         ),
     }
 
@@ -128,7 +144,7 @@ def local_resources(
         output_root=str(output_root)
         if output_root
         else _setting("FRUITS_OUTPUT_ROOT", os.path.abspath(DEFAULT_OUTPUT_ROOT)),
-        notification_queue=_setting("FRUITS_SQS_QUEUE_URL", ""),
+        **_from_env(FruitsStorage, notification_queue="FRUITS_SQS_QUEUE_URL"),
     )
     return {
         "spark": spark,
@@ -161,7 +177,7 @@ def emr_resources() -> dict:
     storage = FruitsStorage(
         data_root=EnvVar("FRUITS_DATA_ROOT"),
         output_root=EnvVar("FRUITS_OUTPUT_ROOT"),
-        notification_queue=_setting("FRUITS_SQS_QUEUE_URL", ""),
+        **_from_env(FruitsStorage, notification_queue="FRUITS_SQS_QUEUE_URL"),
     )
     return {
         "spark": spark,
