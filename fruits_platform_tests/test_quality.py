@@ -12,6 +12,7 @@ import pytest
 from dagster import instance_for_test, materialize
 from pyspark.sql import functions as F
 
+from fruits_platform.assets.feature_quality import EVALUATED_COLUMNS
 from fruits_platform.ml.logistic import fit_softmax_regression
 from fruits_platform.ml.moments import choose_k_by_accuracy
 from fruits_platform.ml.quality import (
@@ -23,9 +24,9 @@ from fruits_platform.ml.quality import (
 from fruits_platform.partitions import range_tags
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.runner import latest_metadata, materialize_classes, register_classes
-from fruits_platform.spark.evaluation import evaluate_features, evaluation_sample
+from fruits_platform.spark.evaluation import evaluate_features, evaluate_model, evaluation_sample
 from fruits_platform.spark.jvm import model_fingerprint
-from fruits_platform.spark.reduction import fit_feature_model, transform_features, validation_split
+from fruits_platform.spark.reduction import fit_feature_model, scaler_and_axes, transform_features, validation_split
 from fruits_platform_tests.helpers import FULL_SAMPLE, SAMPLE_CLASSES, SAMPLE_ROOT, copy_classes, resources
 
 
@@ -157,6 +158,27 @@ def test_test_images_of_a_class_without_training_images_are_left_out(real, spark
     assert report.untrained_classes == [untrained]
     assert report.test_images == 4 * (len(SAMPLE_CLASSES) - 1)
     assert untrained not in report.scores[(NEAREST, "pca")].per_class_accuracy
+
+
+def test_the_evaluation_on_the_driver_is_that_of_the_models_transform(real, spark):
+    """feature_quality scales and projects its sample with the model's arrays in NumPy (`evaluate_model`): the
+    vectors and the scores of the rows that the model's transform (pyspark.ml, in the JVM) gives."""
+    storage = FruitsStorage(data_root=str(real["data"]), output_root=str(real["out"]))
+    features = storage.dataset(spark, "mobilenet_features").read(real["classes"]).select(*EVALUATED_COLUMNS)
+    model, summary = fit_feature_model(features.where(F.col("split") == "Training"))
+    transformed = transform_features(model, features).orderBy("uri").collect()
+    fitted = scaler_and_axes(model)
+    scaled = fitted.scale(np.array([row["features"] for row in transformed]))
+    assert fitted.axes.shape == (1280, summary.k)
+    np.testing.assert_allclose(scaled, [row["scaled_features"] for row in transformed], rtol=1e-5, atol=1e-5)
+    projected = fitted.project(scaled, summary.k)
+    np.testing.assert_allclose(projected, [row["pca_features"] for row in transformed], rtol=1e-5, atol=1e-4)
+    by_jvm = evaluate_features(transform_features(model, features), ks=(3, 8))
+    on_driver = evaluate_model(features, model, ks=(3, 8), max_images=10_000)
+    assert on_driver.test_images == by_jvm.test_images and on_driver.pca_k == by_jvm.pca_k == summary.k
+    for key, scores in by_jvm.scores.items():
+        assert on_driver.scores[key].accuracy == pytest.approx(scores.accuracy, abs=1.5 / by_jvm.test_images), key
+    assert on_driver.curve == by_jvm.curve
 
 
 def test_evaluation_sample_is_deterministic_and_stratified(spark):

@@ -14,12 +14,11 @@ from fruits_platform.assets.metadata import (
     runtime_metadata,
 )
 from fruits_platform.assets.specs import EVERY_CLASS_ROWS, PER_CLASS, StepLauncherParam
-from fruits_platform.assets.versioned_writes import content_version
+from fruits_platform.assets.versioned_writes import content_hash, data_version
 from fruits_platform.ml.quality import CLASSIFIERS, LOGREG, NEAREST, QualityReport
 from fruits_platform.resources.model import ReductionSettings
 from fruits_platform.resources.model_store import FittedModel
-from fruits_platform.spark.evaluation import evaluate_features
-from fruits_platform.spark.reduction import transform_features
+from fruits_platform.spark.evaluation import evaluate_model
 
 NAMES = {LOGREG: "logistic regression", NEAREST: "1-NN (Euclidean)"}
 FEATURES = {"pca": "PCA", "scaled": "scaled 1280-d"}
@@ -104,15 +103,18 @@ def feature_quality(
     feature_model: FittedModel,
 ):
     stopwatch = Stopwatch()
-    found = mobilenet_features.agg(F.collect_set("label"), F.collect_set("model_signature")).first()
-    if len(found[0]) < 2:
-        context.log.warning(f"{len(found[0])} class(es) embedded: the evaluation needs two; nothing materialized")
+    found = embedded(mobilenet_features)
+    if len(found["labels"]) < 2:
+        context.log.warning(f"{len(found['labels'])} class(es) embedded: the evaluation needs two; none made")
         return
-    signatures, salt = sorted(found[1]), f"{feature_model.fingerprint}|{','.join(sorted(found[1]))}"
-    frame = transform_features(feature_model.model, mobilenet_features.select(*EVALUATED_COLUMNS))
+    signatures = sorted(found["signatures"])
     try:
-        report = evaluate_features(
-            frame, variance_threshold=reduction.variance_threshold, max_images=reduction.evaluation_max_images
+        report = evaluate_model(
+            mobilenet_features.select(*EVALUATED_COLUMNS),
+            feature_model.model,
+            variance_threshold=reduction.variance_threshold,
+            max_images=reduction.evaluation_max_images,
+            total_images=found["rows"],
         )
     except ValueError as error:
         raise Failure(description=f"Cannot evaluate the features: {error}") from error
@@ -128,8 +130,19 @@ def feature_quality(
             "feature_model_fingerprint": MetadataValue.text(feature_model.fingerprint),
         },
         # Inputs: the evaluated rows, the fitted model and the weights that produced the features.
-        data_version=content_version(frame, ["uri", "sha256", "split"], salt=salt),
+        data_version=data_version(found["content"], f"{feature_model.fingerprint}|{','.join(signatures)}"),
     )
+
+
+def embedded(features: DataFrame):
+    """In one pass: the classes and model signatures of the embeddings, their rows, and the content of the
+    evaluated rows (its data version's input)."""
+    return features.agg(
+        F.collect_set("label").alias("labels"),
+        F.collect_set("model_signature").alias("signatures"),
+        F.count("*").alias("rows"),
+        content_hash(["uri", "sha256", "split"]).alias("content"),
+    ).first()
 
 
 def class_scores(report: QualityReport, label: str) -> dict:

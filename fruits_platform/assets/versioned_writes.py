@@ -32,11 +32,6 @@ def summarize(frame: DataFrame, version_columns: list[str], salt: str = "", **ag
     return row, data_version(row["_v"], salt)
 
 
-def content_version(frame: DataFrame, columns: list[str], salt: str = "") -> DataVersion:
-    """A data version from the content itself, computed by Spark."""
-    return summarize(frame, columns, salt)[1]
-
-
 def write_summarized(
     dataset,
     frame: DataFrame,

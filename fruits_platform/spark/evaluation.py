@@ -4,21 +4,25 @@ Arrow; the scores are computed on the driver in NumPy (`fruits_platform.ml.quali
 from __future__ import annotations
 
 import numpy as np
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fruits_platform.ml.quality import DEFAULT_CURVE_KS, QualityReport, evaluate_arrays
+from fruits_platform.spark.reduction import scaler_and_axes
 
 SAMPLE_BUCKETS = 1_000_000
 
 
-def evaluation_sample(frame: DataFrame, max_images: int | None) -> tuple[DataFrame, int | None, float]:
+def evaluation_sample(
+    frame: DataFrame, max_images: int | None, total: int | None = None
+) -> tuple[DataFrame, int | None, float]:
     """At most about `max_images` rows of `frame`: those whose uri hashes below the fraction (the same rows at
-    every run, each class and split keeping its share on average). Returns (rows, rows in frame or None when
-    not counted, fraction)."""
+    every run, each class and split keeping its share on average). `total`: the rows of `frame` when known
+    (else counted). Returns (rows, rows in frame or None when not counted, fraction)."""
     if not max_images:
-        return frame, None, 1.0
-    total = frame.count()
+        return frame, total, 1.0
+    total = frame.count() if total is None else total
     if total <= max_images:
         return frame, total, 1.0
     fraction = max_images / total
@@ -53,3 +57,23 @@ def evaluate_features(
     frame, total_images, fraction = evaluation_sample(frame, max_images)
     collected = arrays(frame, ["uri", "label", "split", "scaled_features", "pca_features"])
     return evaluate_arrays(collected, ks, variance_threshold, reg_param, max_iter, total_images, fraction)
+
+
+def evaluate_model(
+    frame: DataFrame,
+    model: PipelineModel,
+    ks=DEFAULT_CURVE_KS,
+    variance_threshold: float = 0.95,
+    max_images: int | None = None,
+    total_images: int | None = None,
+) -> QualityReport:
+    """`evaluate_features` of the rows of `frame` (uri, label, split, features) scaled and projected by `model`:
+    only the sample's embeddings are collected, and `model`'s arithmetic is done on them on the driver (what
+    its transform does row by row in the JVM). `total_images`: the rows of `frame`, when known."""
+    frame, total_images, fraction = evaluation_sample(frame, max_images, total_images)
+    collected = arrays(frame, ["uri", "label", "split", "features"])
+    fitted = scaler_and_axes(model)
+    scaled = fitted.scale(collected.pop("features"))
+    collected["scaled_features"] = scaled.astype(np.float32)
+    collected["pca_features"] = fitted.project(scaled, fitted.axes.shape[1]).astype(np.float32)
+    return evaluate_arrays(collected, ks, variance_threshold, total_images=total_images, fraction=fraction)

@@ -16,7 +16,13 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from fruits_platform.ml.moments import VALIDATION_EVERY, choose_k, choose_k_by_accuracy, fit_scaler_and_axes
+from fruits_platform.ml.moments import (
+    VALIDATION_EVERY,
+    ScalerAndAxes,
+    choose_k,
+    choose_k_by_accuracy,
+    fit_scaler_and_axes,
+)
 from fruits_platform.spark.jvm import pca_model as jvm_pca_model
 from fruits_platform.spark.jvm import standard_scaler_model
 from fruits_platform.spark.moments import moments as spark_moments
@@ -123,6 +129,14 @@ def fit_feature_model(
         validation_images=validation_images,
     )
     return PipelineModel(stages=[scaler_model, pca_model]), summary
+
+
+def scaler_and_axes(model: PipelineModel) -> ScalerAndAxes:
+    """The arrays of a fitted model (its scaler's mean and deviation, its k principal axes), for NumPy."""
+    scaler, pca = model.stages
+    mean, std = scaler.mean.toArray(), scaler.std.toArray()
+    mean, std = (mean if scaler.getWithMean() else 0 * mean), (std if scaler.getWithStd() else 1 + 0 * std)
+    return ScalerAndAxes(mean, std, list(pca.explainedVariance), pca.pc.toArray())
 
 
 def scale(model: PipelineModel, frame: DataFrame) -> DataFrame:
