@@ -20,6 +20,7 @@ from fruits_platform.sources import DEFAULT_OUTPUT_ROOT
 
 DEPLOYMENT_ENV = "FRUITS_DEPLOYMENT"
 SAMPLE_DATA_ROOT = str(Path(__file__).resolve().parents[1] / "sample_data" / "fruits360")
+SPARK_LOG_CONFIG = Path(__file__).resolve().parents[1] / "spark" / "log4j2.properties"
 
 # Local Spark: every core, up to 4 attempts per task (local mode otherwise never retries),
 # Arrow as on EMR (releases.py), no UI port to collide
@@ -28,8 +29,10 @@ LOCAL_SPARK_CONFIG = {
     "spark.master": "local[*,4]",
     # The data streams through the driver, and G1 fills whatever heap it is given before collecting.
     "spark.driver.memory": os.getenv("FRUITS_SPARK_DRIVER_MEMORY", "1g"),
-    # A short-lived JVM: leave the optimizing compiler to the hot per-row loops, not to lukewarm methods.
-    "spark.driver.extraJavaOptions": "-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 "
+    # Its log without the notices that ask nothing (spark/log4j2.properties); a short-lived JVM: leave the
+    # optimizing compiler to the hot per-row loops, not to lukewarm methods.
+    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={SPARK_LOG_CONFIG.as_uri()} "
+    "-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 "
     "-XX:Tier4CompileThreshold=150000 -XX:Tier4BackEdgeThreshold=400000",
     **ARROW_SETTINGS,
     "spark.sql.shuffle.partitions": "16",
@@ -121,10 +124,12 @@ def stores(storage: FruitsStorage, spark: LazyPySparkResource) -> dict:
 
 def use_local_spark_env() -> None:
     """Environment for the local Spark JVM that this process starts, and its Python workers (set unless
-    already set): they run this interpreter (the venv), not whatever `python3` is on PATH; and, Spark's own
-    advice for a native BLAS, one thread per call since Spark already runs a task per core."""
+    already set): they run this interpreter (the venv), not whatever `python3` is on PATH; Spark's own
+    advice for a native BLAS, one thread per call since Spark already runs a task per core; and the loopback
+    address the driver binds to (`spark.driver.host`), which Spark otherwise warns that it picked itself."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
 def local_resources(
