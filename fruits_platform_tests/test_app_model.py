@@ -101,6 +101,12 @@ def test_metadata_compares_the_variants(built):
         assert metadata[f"{variant}_latency_ms"] > 0
         assert metadata[f"{variant}_top5_accuracy"] >= metadata[f"{variant}_top1_accuracy"] > 0.5
     assert metadata["float32_max_feature_difference"] < 1e-2
+    scale = float(np.abs(np.stack(pca_rows(built["out"], "Test")["pca_features"].to_numpy())).max())
+    for variant in ("float32", "int8"):  # the difference against what it compares with
+        said = metadata[f"{variant}_max_feature_difference_share"]
+        assert said.endswith(f"({scale:.4g}); top-1 accuracy is what the app sees"), said
+        share = float(said.split("%")[0]) / 100
+        assert share == pytest.approx(metadata[f"{variant}_max_feature_difference"] / scale, abs=1e-4), variant
     assert metadata["int8_size_bytes"] * 3 < metadata["float32_size_bytes"]
     assert manifest["weights"]["fingerprint"] in manifest["name"]
     assert manifest["feature_model_fingerprint"][:16] in manifest["name"]

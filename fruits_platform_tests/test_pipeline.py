@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 from dagster import instance_for_test
+from pyspark.ml import PipelineModel
 
 from fruits_platform.ml.images import decode_batch
 from fruits_platform.ml.mobilenet import FeatureExtractor, load_weights
@@ -90,8 +91,12 @@ def test_scaler_and_pca_match_numpy_fitted_on_training_only(pipeline):
     expected_k = int(np.searchsorted(np.cumsum(ratios), 0.95) + 1)
     metadata = latest_metadata(pipeline["results"], "feature_model")
     assert metadata["pca_k"] == expected_k
-    np.testing.assert_allclose(metadata["explained_variance"], ratios[:expected_k], atol=1e-5)
-    assert 0.95 <= sum(metadata["explained_variance"]) <= 1.0
+    saved = PipelineModel.load(str(pipeline["out"] / "feature_model")).stages[1].explainedVariance.toArray()
+    np.testing.assert_allclose(saved, ratios[:expected_k], atol=1e-5)
+    assert metadata["explained_variance_total"] == pytest.approx(saved.sum(), abs=1e-6)
+    assert 0.95 <= saved.sum() <= 1.0
+    last_row = metadata["explained_variance_by_k"].splitlines()[-1]
+    assert last_row == f"| {expected_k} | {saved[-1]:.4f} | {np.cumsum(saved)[-1]:.4f} |"
 
     projected = np.stack(table(pipeline["out"], "pca_features").column("pca_features").to_numpy(zero_copy_only=False))
     components = eigenvectors[:, order[:expected_k]]
@@ -114,7 +119,7 @@ def test_metadata_and_checks_are_recorded(pipeline):
     assert embedding["images_embedded"] == 64
     pca = latest_metadata(results, "pca_features")
     assert pca["scree_plot"].startswith("![PCA scree plot](data:image/png;base64,")
-    assert pca["cumulative_explained_variance"][-1] == pytest.approx(pca["explained_variance_total"])
+    assert pca["explained_variance_by_k"].splitlines()[-1].endswith(f"| {pca['explained_variance_total']:.4f} |")
     checks = [e for r in results for e in r.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     evaluations = {e.event_specific_data.check_name: e.event_specific_data.passed for e in checks}
     assert evaluations == {
@@ -236,6 +241,7 @@ def test_each_class_of_a_multi_class_run_carries_its_own_figures(pipeline):
         for label, metadata in by_class.items():
             assert metadata["dagster/row_count"].value == 16, (asset, label)  # the run wrote 64 rows
             versions.setdefault(asset, set()).add(metadata["class_data_version"].value)
+            assert metadata["run_figures"].value.endswith(f"over {len(CLASSES)} classes"), (asset, label)
         if asset == "raw_images":
             assert {m["images_ok"].value for m in by_class.values()} == {16}
             assert {m["images_rejected"].value for m in by_class.values()} == {0}

@@ -183,6 +183,13 @@ def variant_metadata(report: VariantReport) -> dict:
         f"{prefix}_top1_accuracy": MetadataValue.float(round(report.top1, 4)),
         f"{prefix}_top5_accuracy": MetadataValue.float(round(report.top5, 4)),
         f"{prefix}_max_feature_difference": MetadataValue.float(float(f"{report.max_feature_difference:.4g}")),
+        # What the difference compares with: 8-bit weights and activations round every layer, float32 only sums.
+        f"{prefix}_max_feature_difference_share": MetadataValue.text(
+            f"{report.max_feature_difference / report.feature_scale:.2%} of the largest |pca_features| value "
+            f"({report.feature_scale:.4g}); top-1 accuracy is what the app sees"
+            if report.feature_scale
+            else "no Test photo measured"
+        ),
     }
 
 

@@ -108,16 +108,7 @@ def feature_quality(
         context.log.warning(f"{len(found['labels'])} class(es) embedded: the evaluation needs two; none made")
         return
     signatures = sorted(found["signatures"])
-    try:
-        report = evaluate_model(
-            mobilenet_features.select(*EVALUATED_COLUMNS),
-            feature_model.model,
-            variance_threshold=reduction.variance_threshold,
-            max_images=reduction.evaluation_max_images,
-            total_images=found["rows"],
-        )
-    except ValueError as error:
-        raise Failure(description=f"Cannot evaluate the features: {error}") from error
+    report = evaluate(mobilenet_features, feature_model, reduction, found["rows"])
     for label in context.partition_keys:
         context.add_asset_metadata(class_scores(report, label), partition_key=label)
     source = weights_source(context.instance, signatures[0]) if len(signatures) == 1 else "mixed"
@@ -132,6 +123,21 @@ def feature_quality(
         # Inputs: the evaluated rows, the fitted model and the weights that produced the features.
         data_version=data_version(found["content"], f"{feature_model.fingerprint}|{','.join(signatures)}"),
     )
+
+
+def evaluate(features: DataFrame, feature_model: FittedModel, reduction: ReductionSettings, rows: int) -> QualityReport:
+    """`evaluate_model` of the embeddings (`rows` of them) with the fitted model; a step failure when they
+    cannot be evaluated."""
+    try:
+        return evaluate_model(
+            features.select(*EVALUATED_COLUMNS),
+            feature_model.model,
+            variance_threshold=reduction.variance_threshold,
+            max_images=reduction.evaluation_max_images,
+            total_images=rows,
+        )
+    except ValueError as error:
+        raise Failure(description=f"Cannot evaluate the features: {error}") from error
 
 
 def embedded(features: DataFrame):

@@ -101,7 +101,15 @@ def pca_metadata(explained_variance: list[float], spectrum: list[float]) -> dict
     return {
         "pca_k": MetadataValue.int(len(explained_variance)),
         "explained_variance_total": MetadataValue.float(round(cumulative[-1], 6) if cumulative else 0.0),
-        "explained_variance": MetadataValue.json([round(v, 6) for v in explained_variance]),
-        "cumulative_explained_variance": MetadataValue.json([round(v, 6) for v in cumulative]),
+        "explained_variance_by_k": variance_table(explained_variance, cumulative),
         "scree_plot": scree_plot(explained_variance, spectrum),
     }
+
+
+def variance_table(explained_variance: list[float], cumulative: list[float]) -> MetadataValue:
+    """The variance explained by component k and by the first k, for k = 1, 2, 4, ... and the model's k: a
+    short table where the k values would make the page hundreds of lines tall (the saved model holds them all)."""
+    k = len(explained_variance)
+    ks = sorted({2**i for i in range(k.bit_length())} | ({k} if k else set()))
+    rows = [(n, f"{explained_variance[n - 1]:.4f}", f"{cumulative[n - 1]:.4f}") for n in ks]
+    return markdown_table(["k", "component k", "first k components"], rows)

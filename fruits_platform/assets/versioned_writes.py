@@ -82,6 +82,7 @@ def add_class_metadata(
         figures = {name: row[name] if row else 0 for name in ["dagster/row_count", *aggregates]}
         figures.update({name: values.get(label, 0) for name, values in (known or {}).items()})
         figures["class_data_version"] = data_version(row["_v"] if row else None, salt).value
+        figures["run_figures"] = f"runtime and throughput: the whole run's, over {len(labels)} classes"
         context.add_asset_metadata(figures, asset_key=asset_key, partition_key=label)
 
 

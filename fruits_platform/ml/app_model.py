@@ -195,7 +195,8 @@ def build_variants(
 @dataclass(frozen=True)
 class VariantReport:
     """One variant measured on Test photos: file size, latency per photo (one thread), top-1 and top-5 accuracy,
-    the largest |difference| of its PCA features from the platform's, and its confusion matrix."""
+    the largest |difference| of its PCA features from the platform's, and its confusion matrix;
+    `feature_scale`: the largest |value| of the platform's PCA features, what that difference compares with."""
 
     variant: str
     size_bytes: int
@@ -204,6 +205,7 @@ class VariantReport:
     top5: float
     max_feature_difference: float
     scores: Scores
+    feature_scale: float = 0.0
 
 
 def evaluate_variants(
@@ -246,6 +248,7 @@ def _report(variant, size, features, probabilities, seconds, labels, expected, c
         float(np.mean((top5 == labels[:, None]).any(axis=1))),
         float(np.abs(np.stack(features) - expected).max()),
         score(classes, labels, top5[:, 0]),
+        float(np.abs(expected).max()),
     )
 
 
