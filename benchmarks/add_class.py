@@ -29,12 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import files_of, link_layout
+from common import DEFAULT_WEIGHTS, files_of, link_layout
 from dagster import DagsterInstance
 
 from fruits_platform_tests.dagster_dev import EVERY_ASSET, fresh_for, running_dagster_dev
 
-DEFAULT_WEIGHTS = REPO.parent / "shared" / "models" / "mobilenet_v2_1.0_224_imagenet_qat_no_top.weights.h5"
 EVALUATION_IMAGES = 10_000  # FRUITS_QUALITY_MAX_IMAGES' default
 REFRESHED = [asset for asset in EVERY_ASSET if asset != "feature_quality"]
 

@@ -12,7 +12,7 @@ on the data's filesystem (the platform skips symlinks). --quick: the bench set c
   platform     `fruits-platform materialize` (every asset, feature_quality included, the real weights, 224 px) as a
                subprocess with a fresh DAGSTER_HOME, output root and model cache (the conversion is paid at every
                point, as in bench.py): wall seconds (process start included), images/s, peak RSS of its process
-               tree (driver + Spark JVM + Python workers, bench.py's RssSampler), and each step's seconds
+               tree (driver + Spark JVM + Python workers, common.py's RssSampler), and each step's seconds
                (STEP_START to STEP_SUCCESS, read from that DAGSTER_HOME).
   direct       `benchmarks/direct.py` on the same images, a subprocess timed whole (the card work with no Spark and
                no Dagster: issue #27's anchor), its output in the point's temp dir; the command's speed against it
