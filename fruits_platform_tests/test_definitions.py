@@ -42,8 +42,9 @@ def test_every_asset_reads_at_a_glance_and_scaled_and_pca_features_are_one_step(
     assert steps["raw_images"] == steps["mobilenet_features"] == "catalogue_and_embed"
 
 
-def test_dg_loads_the_project():
-    """The project is a dg project (pyproject's [tool.dg]): `dg check defs` loads the same definitions."""
+def test_dg_loads_the_project_without_a_warning():
+    """The project is a dg project (pyproject's [tool.dg]): `dg check defs` loads the same definitions, and
+    like `dg dev` (the README's first command) checks its YAML without printing a warning."""
     import os
     import subprocess
     import sys
@@ -57,6 +58,7 @@ def test_dg_loads_the_project():
     )
     assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
     assert "All definitions loaded successfully." in checked.stdout + checked.stderr
+    assert "Warning" not in checked.stdout + checked.stderr, checked.stderr[-2000:]
 
 
 def test_local_sensor_registers_classes_and_leaves_runs_to_the_user(instance, tmp_path):

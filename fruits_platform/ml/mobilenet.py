@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fruits_platform.ml.images import decode_batch
+from fruits_platform.notices import quiet_stderr
 
 FEATURE_DIM = 1280
 DEFAULT_IMAGE_SIZE = 224
@@ -66,7 +67,8 @@ class ModelWeights:
 
 def _keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    with quiet_stderr():  # TensorFlow's C++ notices at import
+        import keras
 
     return keras
 
@@ -177,6 +179,7 @@ def load_weights(spec: str, image_size: int = DEFAULT_IMAGE_SIZE) -> ModelWeight
 
 def configure_threads(threads: int) -> None:
     """Bound TensorFlow's thread pools (call before the first model is built in a process)."""
+    _keras()
     import tensorflow as tf
 
     try:

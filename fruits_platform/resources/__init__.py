@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dagster import EnvVar, ResourceDefinition
 from dagster_pyspark import LazyPySparkResource
+from dagster_spark.utils import flatten_dict
 
 from fruits_platform.releases import ARROW_BATCH_ROWS, ARROW_SETTINGS, release
 from fruits_platform.resources.class_datasets import ClassDatasets
@@ -17,6 +18,7 @@ from fruits_platform.resources.model import AppModelSettings, MobileNetWeights, 
 from fruits_platform.resources.model_store import AppModelIOManager, FeatureModelIOManager
 from fruits_platform.resources.storage import FruitsStorage
 from fruits_platform.sources import DEFAULT_OUTPUT_ROOT
+from fruits_platform.spark.jvm import start_local_jvm
 
 DEPLOYMENT_ENV = "FRUITS_DEPLOYMENT"
 SAMPLE_DATA_ROOT = str(Path(__file__).resolve().parents[1] / "sample_data" / "fruits360")
@@ -124,6 +126,15 @@ def stores(storage: FruitsStorage, spark: LazyPySparkResource) -> dict:
     }
 
 
+class LocalSparkResource(LazyPySparkResource):
+    """dagster-pyspark's lazy session, its JVM started by this process with the start-up notices left out of the
+    terminal (`spark.jvm.start_local_jvm`)."""
+
+    def _init_session(self) -> None:
+        start_local_jvm(dict(flatten_dict(self.spark_config)))
+        super()._init_session()
+
+
 def use_local_spark_env() -> None:
     """Environment for the local Spark JVM that this process starts, and its Python workers (set unless
     already set): they run this interpreter (the venv), not whatever `python3` is on PATH; Spark's own
@@ -145,7 +156,7 @@ def local_resources(
     (tests, benchmark), the one place that builds them."""
     use_local_spark_env()
     model = model_resources()
-    spark = LazyPySparkResource(spark_config={**LOCAL_SPARK_CONFIG, **(spark_conf or {})})
+    spark = LocalSparkResource(spark_config={**LOCAL_SPARK_CONFIG, **(spark_conf or {})})
     storage = FruitsStorage(
         data_root=str(data_root) if data_root else _setting("FRUITS_DATA_ROOT", SAMPLE_DATA_ROOT),
         output_root=str(output_root)

@@ -1,21 +1,36 @@
 """The Spark internals the platform uses, in one place (what a new Spark may break; tested with each supported
 Spark by test_quality.py and test_pipeline.py, which the EMR release matrix runs): Hadoop's FileSystem of the
-session (PySpark has no file API), and the fitted `StandardScalerModel` and `PCAModel` built from arrays
+session (PySpark has no file API), the local JVM started with its stderr through a filter, and the fitted `StandardScalerModel` and `PCAModel` built from arrays
 (pyspark.ml has no public constructor: their JVM ones are `private[ml]` in Scala, public in the bytecode, as
 pyspark's own model loading calls them)."""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 
 import numpy as np
+from pyspark import SparkConf, SparkContext
+from pyspark.java_gateway import launch_gateway
 from pyspark.ml import PipelineModel
 from pyspark.ml.feature import PCAModel, StandardScalerModel
 from pyspark.sql import SparkSession
 
+from fruits_platform.notices import forward
+
 
 def _jvm(spark: SparkSession):
     return spark.sparkContext._jvm
+
+
+def start_local_jvm(config: dict[str, str]) -> None:
+    """Start the JVM of a local session with `config`, unless this process has one, its stderr (which also
+    carries its Python workers') copied to ours without the start-up notices: the session then uses it."""
+    if SparkContext._gateway is not None:
+        return
+    gateway = launch_gateway(SparkConf().setAll(list(config.items())), popen_kwargs={"stderr": subprocess.PIPE})
+    forward(gateway.proc.stderr)
+    SparkContext._gateway, SparkContext._jvm = gateway, gateway.jvm
 
 
 def hadoop_filesystem(spark: SparkSession, root: str):
