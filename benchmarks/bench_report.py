@@ -225,7 +225,7 @@ def platform_rows(r: Results) -> list[str]:
         (
             f"| platform end-to-end 224 px (materialize_classes: the 4 assets + feature_model, {full.runs} run) | "
             f"{full.images} | {full.seconds} | {full.images_per_second} | {full.peak_rss_mb} | "
-            f"per asset {fmt_stages(full.stages_seconds)}; outside assets {full.overhead_seconds}s"
+            f"per asset {fmt_stages(full.stages_seconds)}; outside the steps {full.overhead_seconds}s"
             f"{runs('platform_full')} |"
         ),
         (

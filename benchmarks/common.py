@@ -95,6 +95,23 @@ class RssSampler:
 # --------------------------------------------------------------------------- Fruits-360 layouts
 
 
+def step_seconds(instance, run_ids: list[str] | None = None) -> dict[str, float]:
+    """Each step's seconds in these runs (default: every run of the instance), first STEP_START to last
+    STEP_SUCCESS (retries included), in the order they started."""
+    from dagster import DagsterEventType
+
+    starts, ends = {}, {}
+    kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}
+    for run_id in run_ids if run_ids is not None else [run.run_id for run in instance.get_runs(ascending=True)]:
+        for entry in instance.all_logs(run_id, of_type=kinds):
+            if entry.dagster_event_type == DagsterEventType.STEP_START:
+                starts.setdefault(entry.step_key, entry.timestamp)
+            else:
+                ends[entry.step_key] = entry.timestamp
+    ordered = sorted(starts, key=starts.get)
+    return {key: round(ends[key] - starts[key], 2) for key in ordered if key in ends}
+
+
 def files_of(root: Path, label: str, split: str) -> list[Path]:
     folder = root / split / label
     return sorted(folder.iterdir()) if folder.is_dir() else []

@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BATCH, DEFAULT_WEIGHTS, REPO, RssSampler, files_of, link_layout, run_child
+from common import BATCH, DEFAULT_WEIGHTS, REPO, RssSampler, files_of, link_layout, run_child, step_seconds
 
 DEFAULT_OUT_DIR = REPO / "benchmarks" / "results"
 DEFAULT_SIZES = "20000,40000,0"
@@ -102,21 +102,12 @@ def image_paths(root: str) -> list[str]:
 # --------------------------------------------------------------------------- platform
 
 
-def step_seconds(home: Path) -> dict[str, float]:
-    """Each step's seconds, first STEP_START to last STEP_SUCCESS (retries included), in the order they started."""
-    from dagster import DagsterEventType, DagsterInstance
+def home_step_seconds(home: Path) -> dict[str, float]:
+    """`step_seconds` of every run of the Dagster home."""
+    from dagster import DagsterInstance
 
-    starts, ends = {}, {}
     with DagsterInstance.from_config(str(home)) as instance:
-        for run in instance.get_runs(ascending=True):
-            kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}
-            for entry in instance.all_logs(run.run_id, of_type=kinds):
-                if entry.dagster_event_type == DagsterEventType.STEP_START:
-                    starts.setdefault(entry.step_key, entry.timestamp)
-                else:
-                    ends[entry.step_key] = entry.timestamp
-    ordered = sorted(starts, key=starts.get)
-    return {key: round(ends[key] - starts[key], 2) for key in ordered if key in ends}
+        return step_seconds(instance)
 
 
 def run_platform(point: dict, weights: str, work: Path) -> dict:
@@ -137,7 +128,7 @@ def run_platform(point: dict, weights: str, work: Path) -> dict:
         raise SystemExit(
             f"{point['name']}: the command failed (exit {code}):\n{(work / 'command.log').read_text()[-3000:]}"
         )
-    steps = step_seconds(home)
+    steps = home_step_seconds(home)
     output_lines = (work / "command.log").read_text().splitlines()  # Dagster's warnings (stderr) come first
     return {
         "seconds": round(seconds, 2),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pydantic
 
+from fruits_platform.notices import stderr_to
 from fruits_platform.releases import DEFAULT_RELEASE
 from fruits_platform.sources import DEFAULT_OUTPUT_ROOT
 
@@ -44,16 +45,8 @@ def _configure_environment(args) -> None:
 def output_of_libraries_to(path: Path):
     """What Spark's JVM, its Python workers and TensorFlow print to this process's stderr goes to `path` (they
     write to the file descriptor, not to sys.stderr); the command's own messages still reach the terminal."""
-    sys.stderr.flush()
-    terminal = os.dup(2)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
-    try:
+    with open(path, "ab") as log, stderr_to(log):
         yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(terminal, 2)
-        os.close(terminal)
 
 
 def materialize_command(args) -> int:

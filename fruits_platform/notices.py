@@ -40,19 +40,29 @@ def forward(stream: IO[bytes], fd: int = 2) -> threading.Thread:
 
 
 @contextlib.contextmanager
-def quiet_stderr() -> Iterator[None]:
-    """This process's stderr (file descriptor 2, where native libraries write) held for the block, then written
-    out without its notices: lines written meanwhile by other threads come out late, none is lost."""
+def stderr_to(target: IO[bytes]) -> Iterator[None]:
+    """This process's file descriptor 2 (where native libraries write, not only sys.stderr) sent to `target`
+    for the block."""
     sys.stderr.flush()
     saved = os.dup(2)
+    os.dup2(target.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """This process's stderr held for the block, then written out without its notices: lines written meanwhile
+    by other threads come out late, none is lost."""
     with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
         try:
-            yield
+            with stderr_to(held):
+                yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
             held.seek(0)
             if kept := without_notices(held.read()):
                 os.write(2, kept)
