@@ -2,11 +2,11 @@
 
     .venv/bin/python benchmarks/add_class.py --data-root DIR [--weights FILE] [--work DIR] [--out FILE.json]
 
-Holds out the class of DIR closest to 500 images, starts `dagster dev` with the sensor and automation on
+Holds out the class of DIR closest to 500 images, starts `dg dev` with the sensor and automation on
 (`FRUITS_AUTOMATION=1`) over the rest and waits until every asset of every class is materialized (the sensor
 registers the classes and requests the embedding, automation refits and refreshes: no human action). Then it
 copies the held-out class into the data root and measures the seconds until every class's model, scaled and
-PCA features are materialized again after that class's embedding, and its evaluation too. Last, with `dagster dev`
+PCA features are materialized again after that class's embedding, and its evaluation too. Last, with `dg dev`
 stopped, the direct work for the same change with the platform's plain functions in one process: catalogue and
 embed the new class, refit the model on every class's Training embeddings, re-project every class (written as
 Parquet) and evaluate them as `feature_quality` does (issue #27 counts the evaluation in the direct work).

@@ -1,5 +1,5 @@
 """The UI path against the headless command, on the same data: a backfill of every asset and every class
-launched through `dagster dev`'s GraphQL (what *Materialize all… → Select all → Launch backfill* sends) and run
+launched through `dg dev`'s GraphQL (what *Materialize all… → Select all → Launch backfill* sends) and run
 by its daemon, then `fruits-platform materialize` over the same classes in a fresh DAGSTER_HOME and output root.
 
     .venv/bin/python benchmarks/ui_backfill.py --data-root DIR [--weights FILE] [--out FILE.json]

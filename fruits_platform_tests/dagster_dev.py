@@ -1,7 +1,7 @@
-"""Start and stop a real `dagster dev` (webserver + daemon) for end-to-end tests.
+"""Start and stop a real `dg dev` (webserver + daemon) for end-to-end tests.
 
-`running_dagster_dev(...)` is a context manager other tests can reuse: it starts `dagster dev` on
-127.0.0.1 and a free port in its own process group, waits (bounded) for the webserver to answer, yields
+`running_dagster_dev(...)` is a context manager other tests can reuse: it starts `dg dev` (the README's command)
+on 127.0.0.1 and a free port in its own process group, waits (bounded) for the webserver to answer, yields
 a `DagsterDev` (url, DAGSTER_HOME, log file, `graphql()` helper) and on exit stops the whole process
 group it started: SIGINT, then SIGTERM, then SIGKILL, each after a bounded wait.
 """
@@ -124,7 +124,9 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _child_env(home: Path, env: dict[str, str | None] | None) -> dict[str, str]:
-    child_env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    venv = Path(sys.executable).parent  # as after `source .venv/bin/activate`, which `dg` checks
+    child_env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1", "VIRTUAL_ENV": str(venv.parent)}
+    child_env["PATH"] = f"{venv}{os.pathsep}{os.environ.get('PATH', '')}"
     for name, value in (env or {}).items():
         if value is None:
             child_env.pop(name, None)
@@ -186,12 +188,10 @@ def _serving(commands: list[list[str]], home, env, port: int, startup_timeout: f
 def running_dagster_dev(
     home: Path, env: dict[str, str | None] | None = None, startup_timeout: float = 120.0, log_path: Path | None = None
 ):
-    """`dagster dev` of this repo's workspace with DAGSTER_HOME=`home` (created) and extra `env`
-    (a value of None removes that variable from the inherited environment)."""
+    """`dg dev` of this repo's project, as the README starts it, with DAGSTER_HOME=`home` (created) and extra
+    `env` (a value of None removes that variable from the inherited environment)."""
     port = free_port()
-    return _serving(
-        [["dagster", "dev", "-h", "127.0.0.1", "-p", str(port)]], home, env, port, startup_timeout, log_path
-    )
+    return _serving([["dg", "dev", "-h", "127.0.0.1", "-p", str(port)]], home, env, port, startup_timeout, log_path)
 
 
 def running_production(

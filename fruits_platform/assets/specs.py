@@ -35,6 +35,8 @@ OWNERS = ["team:data-platform"]
 # SIGTERM) would restart its step instead of stopping (docs/failure-modes.md).
 # The single-run policy is what makes a backfill one run; Dagster marks the parameter beta at every asset.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
+# Outputs kept by an IO manager carry their data version through `Output`, whose parameter Dagster marks beta.
+warnings.filterwarnings("ignore", message="Parameter `data_version` of initializer `Output", category=BetaWarning)
 PER_CLASS_STEP = dict(
     partitions_def=fruit_classes,
     backfill_policy=BackfillPolicy.single_run(),

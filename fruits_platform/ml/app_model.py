@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -131,7 +132,9 @@ def convert(model, calibration: list[np.ndarray] | None = None) -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([photo[None]] for photo in calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    with contextlib.redirect_stdout(io.StringIO()):  # Keras's export prints every variable's spec
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # Keras's export prints every spec
+        # The calibration photos give the input's range: the converter warns of missing input statistics anyway.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected", category=UserWarning)
         return converter.convert()
 
 
