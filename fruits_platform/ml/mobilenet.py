@@ -19,6 +19,7 @@ Engines (FRUITS_ENGINE), the same network and weights, vectors equal to float ro
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -65,6 +66,7 @@ class ModelWeights:
         return f"mobilenet_v2/{self.fingerprint}/{self.image_size}/{PREPROCESS_VERSION}"
 
 
+@functools.cache  # imported once per process: its notices are held back once
 def _keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with quiet_stderr():  # TensorFlow's C++ notices at import

@@ -1,8 +1,8 @@
 """The Spark internals the platform uses, in one place (what a new Spark may break; tested with each supported
 Spark by test_quality.py and test_pipeline.py, which the EMR release matrix runs): Hadoop's FileSystem of the
-session (PySpark has no file API), the local JVM started with its stderr through a filter, and the fitted `StandardScalerModel` and `PCAModel` built from arrays
-(pyspark.ml has no public constructor: their JVM ones are `private[ml]` in Scala, public in the bytecode, as
-pyspark's own model loading calls them)."""
+session (PySpark has no file API), the local JVM started with its stderr through a filter, and the fitted
+`StandardScalerModel` and `PCAModel` built from arrays (pyspark.ml has no public constructor: their JVM ones are
+`private[ml]` in Scala, public in the bytecode, as pyspark's own model loading calls them)."""
 
 from __future__ import annotations
 

@@ -135,7 +135,8 @@ def scaler_and_axes(model: PipelineModel) -> ScalerAndAxes:
     """The arrays of a fitted model (its scaler's mean and deviation, its k principal axes), for NumPy."""
     scaler, pca = model.stages
     mean, std = scaler.mean.toArray(), scaler.std.toArray()
-    mean, std = (mean if scaler.getWithMean() else 0 * mean), (std if scaler.getWithStd() else 1 + 0 * std)
+    mean = mean if scaler.getWithMean() else np.zeros_like(mean)
+    std = std if scaler.getWithStd() else np.ones_like(std)
     return ScalerAndAxes(mean, std, list(pca.explainedVariance), pca.pc.toArray())
 
 
