@@ -80,6 +80,16 @@ def spark_cause(message: str) -> str | None:
     return causes[0] if causes else None
 
 
+def interrupted(error) -> bool:
+    """Whether `error` is an interruption (Ctrl-C or SIGTERM) or was raised while one was handled: a clean-up
+    that fails after it (a py4j call on the interrupted connection) must not hide why the step stopped."""
+    while error is not None:
+        if error.cls_name == "DagsterExecutionInterruptedError":
+            return True
+        error = error.cause or error.context
+    return False
+
+
 def first_error_line(result) -> str:
     """The run's first error in one line: the user code's own message (not Dagster's wrappers), and where."""
     for event in result.all_events:
@@ -93,7 +103,7 @@ def first_error_line(result) -> str:
         message = error.message.strip().splitlines()[0].removeprefix("dagster._core.definitions.events.Failure: ")
         if error.cls_name in SPARK_ERRORS:
             message = spark_cause(error.message) or message
-        if error.cls_name == "DagsterExecutionInterruptedError":  # Ctrl-C or SIGTERM
+        if interrupted(error):
             message = "interrupted (the run is marked failed; every output keeps its previous version)"
         return f"{event.step_key or 'run start'}: {message}"
     return "the run failed"

@@ -730,3 +730,25 @@ def test_a_replaced_file_is_embedded_again_under_its_new_hash(spark, tmp_path):
     expected = MobileNetWeights(weights=WEIGHTS, image_size=SIZE).compiled().extractor().featurize_bytes([content])
     assert row["sha256"] == digest
     np.testing.assert_allclose(np.asarray(row["features"]), expected[0], atol=1e-5)
+
+
+def test_a_clean_up_that_fails_after_an_interruption_still_reads_as_interrupted():
+    """A SIGTERM inside a py4j call can leave the connection answering garbage, and the step's clean-up (an
+    unpersist in `finally`) then fails: the run's line still says it was interrupted, not the clean-up's error."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+    from dagster._utils.error import serializable_error_info_from_exc_info
+
+    from fruits_platform.runner import interrupted
+
+    def raised(during_interruption: bool):
+        try:
+            try:
+                if during_interruption:
+                    raise DagsterExecutionInterruptedError()
+            finally:
+                raise KeyError("c")
+        except KeyError:
+            return serializable_error_info_from_exc_info(sys.exc_info())
+
+    assert interrupted(raised(during_interruption=True))
+    assert not interrupted(raised(during_interruption=False))
